@@ -1,0 +1,210 @@
+"""Typed view of params.yaml: one pydantic model per section, validated at stage start.
+
+``load_params(path, sections)`` returns a :class:`Params` with the requested sections
+validated; a wrong key, type or value raises :class:`~arcflow.errors.ConfigError` with
+one line naming the key and what is allowed.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from arcflow.errors import ConfigError
+
+PositiveInt = Annotated[int, Field(gt=0)]
+Probability = Annotated[float, Field(ge=0.0, le=1.0)]
+
+
+class Section(BaseModel):
+    """Base for every params section: unknown keys are errors, not silently ignored."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class SynthFaceParams(Section):
+    """The embedded, procedurally generated default dataset."""
+
+    seed: int = 0
+    train_identities: PositiveInt = 300
+    train_images_per_identity: PositiveInt = 16
+    val_identities: PositiveInt = 100
+    val_images_per_identity: Annotated[int, Field(ge=2)] = 8
+    val_pairs_per_fold: PositiveInt = 30
+    val_folds: Annotated[int, Field(ge=2)] = 10
+    frame_size: Annotated[int, Field(ge=96, le=1024)] = 144
+    difficulty: Probability = 0.5
+    jpeg_quality: Annotated[int, Field(ge=50, le=100)] = 95
+
+
+class DataParams(Section):
+    """Which dataset the pipeline downloads (paths live in dvc.yaml)."""
+
+    dataset: Literal["synthface"] = "synthface"
+    synthface: SynthFaceParams = SynthFaceParams()
+
+
+class AlignParams(Section):
+    """Face alignment to the 112x112 ArcFace template."""
+
+    landmarks: Literal["annotations"] = "annotations"
+    image_size: Literal[112] = 112
+    jpeg_quality: Annotated[int, Field(ge=50, le=100)] = 95
+
+
+class TrainParams(Section):
+    """Backbone, margin head and optimisation."""
+
+    backbone: Literal["iresnet18", "iresnet34", "iresnet50", "iresnet100", "iresnet200"] = (
+        "iresnet18"
+    )
+    width: Annotated[float, Field(gt=0.0, le=2.0)] = 1.0
+    embedding_size: PositiveInt = 512
+    dropout: Probability = 0.0
+    head: Literal["softmax", "norm_softmax", "sphereface", "cosface", "arcface", "combined"] = (
+        "arcface"
+    )
+    s: Annotated[float, Field(gt=0.0)] = 64.0
+    m: Annotated[float, Field(ge=0.0, lt=3.14159)] = 0.5
+    m1: Annotated[float, Field(gt=0.0)] = 1.0
+    m2: float = 0.0
+    m3: float = 0.0
+    epochs: PositiveInt = 20
+    batch_size: PositiveInt = 128
+    lr: Annotated[float, Field(gt=0.0)] = 0.1
+    momentum: Annotated[float, Field(ge=0.0, lt=1.0)] = 0.9
+    weight_decay: Annotated[float, Field(ge=0.0)] = 5e-4
+    warmup_epochs: Annotated[float, Field(ge=0.0)] = 0.0
+    schedule: Literal["poly", "cosine", "step"] = "poly"
+    step_milestones: list[float] = Field(default_factory=list)
+    grad_clip: Annotated[float, Field(ge=0.0)] = 5.0
+    seed: int = 2048
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    num_workers: Annotated[int, Field(ge=0)] = 2
+
+    @model_validator(mode="after")
+    def _milestones_need_step(self) -> TrainParams:
+        if self.schedule == "step" and not self.step_milestones:
+            raise ValueError("schedule 'step' needs step_milestones (epochs at which lr /= 10)")
+        return self
+
+
+class EvaluateParams(Section):
+    """Verification on held-out pair sets."""
+
+    batch_size: PositiveInt = 128
+    flip: bool = True
+    n_folds: Annotated[int, Field(ge=2)] = 10
+    far_target: Annotated[float, Field(gt=0.0, lt=1.0)] = 1e-3
+
+
+class ExportParams(Section):
+    """ONNX export and its parity check against PyTorch."""
+
+    opset: Annotated[int, Field(ge=13, le=21)] = 17
+    atol: Annotated[float, Field(gt=0.0)] = 1e-4
+    parity_batch: PositiveInt = 8
+    latency_runs: PositiveInt = 20
+
+
+class TrackingParams(Section):
+    """MLflow: the experiment name; the URI comes from MLFLOW_TRACKING_URI or the local default."""
+
+    experiment: str = "arcflow"
+    default_uri: str = "sqlite:///mlflow.db"
+
+
+SECTIONS: dict[str, type[Section]] = {
+    "data": DataParams,
+    "align": AlignParams,
+    "train": TrainParams,
+    "evaluate": EvaluateParams,
+    "export": ExportParams,
+    "tracking": TrackingParams,
+}
+
+
+class Params(BaseModel):
+    """The validated sections a stage asked for (others stay None)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    data: DataParams | None = None
+    align: AlignParams | None = None
+    train: TrainParams | None = None
+    evaluate: EvaluateParams | None = None
+    export: ExportParams | None = None
+    tracking: TrackingParams | None = None
+
+
+def _describe(error: dict[str, Any], section: str) -> str:
+    """One line for one pydantic error: dotted key, what went wrong, what was given."""
+    key = ".".join([section, *(str(p) for p in error["loc"])])
+    if error["type"] == "extra_forbidden":
+        return f"{key}: unknown key"
+    given = error.get("input")
+    shown = "" if isinstance(given, dict) else f" (got {given!r})"
+    return f"{key}: {error['msg']}{shown}"
+
+
+def validate_section(name: str, raw: Any, *, source: str = "params.yaml") -> Section:
+    """Validate one section's raw mapping, raising ConfigError naming the key."""
+    model = SECTIONS[name]
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{source}: section '{name}' must be a mapping, got {type(raw).__name__}")
+    try:
+        return model.model_validate(raw)
+    except ValidationError as exc:
+        errors = exc.errors()
+        if errors[0]["type"] == "extra_forbidden":
+            allowed = ", ".join(model.model_fields) if not errors[0]["loc"][:-1] else ""
+            suffix = f"; allowed keys: {allowed}" if allowed else ""
+            raise ConfigError(f"{source}: {_describe(errors[0], name)}{suffix}") from None
+        more = f" (+{len(errors) - 1} more)" if len(errors) > 1 else ""
+        raise ConfigError(f"{source}: {_describe(errors[0], name)}{more}") from None
+
+
+def read_params_file(path: str | Path) -> dict[str, Any]:
+    """Read a params file as a mapping, with a clear error if it is missing or not YAML."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{path}: file not found", hint="run from the repository root")
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        raise ConfigError(
+            f"{path}:{where} not valid YAML ({getattr(exc, 'problem', exc)})"
+        ) from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: top level must be a mapping of sections")
+    return raw
+
+
+def load_params(path: str | Path = "params.yaml", sections: tuple[str, ...] = ()) -> Params:
+    """Load ``path`` and validate ``sections`` (all known sections if empty).
+
+    Unknown top-level sections are always an error (a typo would otherwise be ignored).
+    A requested section that is absent is an error too: presets are complete files.
+    """
+    raw = read_params_file(path)
+    unknown = sorted(set(raw) - set(SECTIONS))
+    if unknown:
+        raise ConfigError(
+            f"{path}: unknown section '{unknown[0]}'; allowed sections: {', '.join(SECTIONS)}"
+        )
+    wanted = sections or tuple(SECTIONS)
+    values: dict[str, Section] = {}
+    for name in wanted:
+        if name not in SECTIONS:
+            raise ValueError(f"unknown params section requested: {name}")
+        if name not in raw:
+            raise ConfigError(f"{path}: missing section '{name}'")
+        values[name] = validate_section(name, raw[name], source=str(path))
+    return Params(**values)

@@ -1,0 +1,40 @@
+"""Decoding and tensor conversion of aligned 112x112 face crops (insightface normalisation)."""
+
+from __future__ import annotations
+
+import albumentations as A
+import cv2
+import numpy as np
+import torch
+
+from arcflow.errors import DataFormatError
+
+
+def decode_rgb(buf: bytes | np.ndarray, *, where: str = "image") -> np.ndarray:
+    """Decode JPEG/PNG bytes to an RGB uint8 array; names ``where`` on failure."""
+    arr = np.frombuffer(buf, dtype=np.uint8) if isinstance(buf, bytes | bytearray) else buf
+    bgr = cv2.imdecode(arr, cv2.IMREAD_COLOR)
+    if bgr is None:
+        raise DataFormatError(f"{where}: not a decodable image ({len(arr)} bytes)")
+    return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+
+
+def encode_jpeg(rgb: np.ndarray, quality: int = 95) -> bytes:
+    """Encode an RGB uint8 image as JPEG bytes (insightface packs crops at quality 95)."""
+    ok, buf = cv2.imencode(
+        ".jpg", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, quality]
+    )
+    if not ok:
+        raise ValueError("JPEG encoding failed")
+    return buf.tobytes()
+
+
+def to_tensor(rgb: np.ndarray) -> torch.Tensor:
+    """HWC uint8 RGB -> CHW float tensor in [-1, 1]: ((x / 255) - 0.5) / 0.5."""
+    chw = torch.from_numpy(np.ascontiguousarray(rgb.transpose(2, 0, 1)))
+    return chw.float().div_(127.5).sub_(1.0)
+
+
+def train_augmentation(hflip: float = 0.5) -> A.Compose:
+    """Training augmentation: horizontal flip (insightface's default)."""
+    return A.Compose([A.HorizontalFlip(p=hflip)])

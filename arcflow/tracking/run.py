@@ -1,0 +1,102 @@
+"""One MLflow run per pipeline execution: train opens it, later stages reopen it by id.
+
+The run id lives in a small JSON file that DVC tracks as a train output, so evaluate and
+export log into the run that produced the model they consume.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from arcflow.atomic import write_json
+from arcflow.config import TrackingParams
+from arcflow.errors import TrackingError
+
+ENV_URI = "MLFLOW_TRACKING_URI"
+
+
+def tracking_uri(params: TrackingParams, root: Path) -> str:
+    """MLFLOW_TRACKING_URI if set, else the local default resolved against ``root``."""
+    uri = os.environ.get(ENV_URI) or params.default_uri
+    prefix = "sqlite:///"
+    if uri.startswith(prefix) and not uri.startswith(prefix + "/"):
+        uri = prefix + str((root / uri[len(prefix) :]).resolve())
+    return uri
+
+
+def _is_local_default(params: TrackingParams) -> bool:
+    return not os.environ.get(ENV_URI)
+
+
+def configure(params: TrackingParams, root: Path) -> str:
+    """Point MLflow at the tracking store and select (or create) the experiment."""
+    import mlflow
+
+    uri = tracking_uri(params, root)
+    mlflow.set_tracking_uri(uri)
+    if mlflow.get_experiment_by_name(params.experiment) is None:
+        location = (root / "mlartifacts").resolve().as_uri() if _is_local_default(params) else None
+        mlflow.create_experiment(params.experiment, artifact_location=location)
+    mlflow.set_experiment(params.experiment)
+    return uri
+
+
+@contextlib.contextmanager
+def start_run(
+    params: TrackingParams, root: Path, run_file: Path, *, run_name: str, tags: dict[str, str]
+) -> Iterator[Any]:
+    """Open a new run and record its id in ``run_file`` (written only if the block succeeds)."""
+    import mlflow
+
+    configure(params, root)
+    with mlflow.start_run(run_name=run_name, tags=tags) as run:
+        yield run
+        write_json(run_file, {"run_id": run.info.run_id, "experiment": params.experiment})
+
+
+def read_run_id(run_file: Path) -> str:
+    """The run id recorded by the train stage."""
+    try:
+        return str(json.loads(run_file.read_text())["run_id"])
+    except FileNotFoundError:
+        raise TrackingError(
+            f"{run_file}: no MLflow run recorded",
+            hint="run the train stage first (dvc repro train)",
+        ) from None
+    except (ValueError, KeyError, TypeError) as exc:
+        raise TrackingError(f"{run_file}: not a run record ({exc})") from None
+
+
+@contextlib.contextmanager
+def resume_run(params: TrackingParams, root: Path, run_file: Path) -> Iterator[Any]:
+    """Reopen the pipeline's run so this stage logs next to the training results."""
+    import mlflow
+    from mlflow.exceptions import MlflowException
+
+    uri = configure(params, root)
+    run_id = read_run_id(run_file)
+    try:
+        mlflow.get_run(run_id)
+    except MlflowException:
+        raise TrackingError(
+            f"MLflow run {run_id} (from {run_file}) is not in the tracking store {uri}",
+            hint="the store was reset or MLFLOW_TRACKING_URI changed; rerun training: "
+            "dvc repro --force train",
+        ) from None
+    with mlflow.start_run(run_id=run_id) as run:
+        yield run
+
+
+def flatten(prefix: str, obj: Any) -> dict[str, Any]:
+    """Flatten nested params into MLflow's dotted keys (``train.lr``)."""
+    if isinstance(obj, dict):
+        out: dict[str, Any] = {}
+        for key, value in obj.items():
+            out.update(flatten(f"{prefix}.{key}" if prefix else str(key), value))
+        return out
+    return {prefix: obj}

@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# One call on a GPU machine: check and time the CUDA paths. Prints a report; writes it to
+# $OUT/gpu_check.txt when OUT is set (the device tool collects that folder).
+set -uo pipefail
+cd "$(dirname "$0")/.."
+report=${OUT:-/tmp}/gpu_check.txt
+export PYTHONUNBUFFERED=1 PYTHONPATH=$PWD
+py=${PYTHON:-python3}
+{
+  nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv
+  "$py" -c 'import torch; print("torch", torch.__version__, "cuda", torch.version.cuda, torch.cuda.is_available())'
+  # unit tests exercise the models, heads and metrics; on this machine torch sees the GPU
+  timeout 300 "$py" -m pytest -q -m unit -x -p no:cacheprovider 2>&1 | tail -3
+  for spec in "iresnet50 128" "iresnet100 128"; do
+    set -- $spec
+    timeout 120 "$py" bench/train_throughput.py --backbone "$1" --batch "$2" --device cuda --bf16
+  done
+} 2>&1 | tee "$report"

@@ -1,0 +1,49 @@
+"""What every stage shares: argument parsing, params loading, one-line errors."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import NoReturn
+
+from arcflow.config import Params, load_params
+from arcflow.errors import ArcFlowError
+
+log = logging.getLogger("arcflow")
+
+
+def parser(description: str) -> argparse.ArgumentParser:
+    """A stage's argument parser with the common ``--params`` option."""
+    p = argparse.ArgumentParser(description=description)
+    p.add_argument("--params", type=Path, default=Path("params.yaml"), help="params file")
+    return p
+
+
+def trained_model_args(p: argparse.ArgumentParser) -> None:
+    """``--model`` and ``--run``: what the train stage hands to the stages after it."""
+    p.add_argument("--model", type=Path, required=True, help="backbone.pt from train")
+    p.add_argument("--run", type=Path, required=True, help="mlflow_run.json from train")
+
+
+def params(args: argparse.Namespace, *sections: str) -> Params:
+    """Load and validate the sections this stage reads."""
+    return load_params(args.params, sections)
+
+
+def run(main: Callable[[], None]) -> NoReturn:
+    """Run a stage: expected failures print ``error: …`` and ``hint: …`` and exit 1."""
+    logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
+    try:
+        main()
+    except ArcFlowError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        if exc.hint:
+            print(f"hint: {exc.hint}", file=sys.stderr)
+        sys.exit(1)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        sys.exit(130)
+    sys.exit(0)

@@ -1,0 +1,58 @@
+"""Shared fixtures: the repository root, a tiny SynthFace release, stage runners."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from arcflow.config import SynthFaceParams
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="session")
+def repo_root() -> Path:
+    return ROOT
+
+
+@pytest.fixture(scope="session")
+def tiny_synthface() -> SynthFaceParams:
+    """A SynthFace configuration small enough to generate in about a second."""
+    return SynthFaceParams(
+        train_identities=6,
+        train_images_per_identity=4,
+        val_identities=20,
+        val_images_per_identity=3,
+        val_pairs_per_fold=2,
+        val_folds=10,
+        frame_size=112,
+    )
+
+
+@pytest.fixture(scope="session")
+def tiny_release(tmp_path_factory: pytest.TempPathFactory, tiny_synthface: SynthFaceParams) -> Path:
+    """A raw SynthFace release (train.rec, val.rec, pairs.txt) in a session temp dir."""
+    from arcflow.data.synthface_release import write_release
+
+    out = tmp_path_factory.mktemp("release") / "synthface"
+    write_release(tiny_synthface, out)
+    return out
+
+
+def run_stage(
+    stage: str, *args: str | os.PathLike[str], cwd: Path = ROOT, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    """Run ``python -m stages.<stage> ARGS`` the way DVC does, capturing output."""
+    full_env = {**os.environ, "PYTHONPATH": str(ROOT), "CI": "true", **(env or {})}
+    return subprocess.run(
+        [sys.executable, "-m", f"stages.{stage}", *map(str, args)],
+        cwd=cwd,
+        env=full_env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )

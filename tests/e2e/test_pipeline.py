@@ -1,0 +1,88 @@
+"""`dvc repro` of the whole default pipeline in a temporary copy of the repository."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytestmark = [pytest.mark.e2e, pytest.mark.slow]
+
+STAGES = ["download", "align", "train", "evaluate", "export"]
+
+
+def _copy_checkout(src: Path, dst: Path) -> None:
+    """Copy tracked and untracked-but-not-ignored files, as a fresh clone would hold them."""
+    listed = (
+        subprocess.run(
+            ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
+            cwd=src,
+            capture_output=True,
+            check=True,
+        )
+        .stdout.decode()
+        .split("\0")
+    )
+    for rel in filter(None, listed):
+        if (src / rel).is_file():
+            (dst / rel).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(src / rel, dst / rel)
+
+
+def _run(cmd: list[str], cwd: Path) -> subprocess.CompletedProcess[str]:
+    venv_bin = str(Path(sys.executable).parent)
+    env = {**os.environ, "PATH": f"{venv_bin}{os.pathsep}{os.environ['PATH']}", "CI": "true"}
+    env.pop("MLFLOW_TRACKING_URI", None)
+    proc = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=1500)
+    assert proc.returncode == 0, f"{' '.join(cmd)} failed:\n{proc.stdout}\n{proc.stderr}"
+    return proc
+
+
+@pytest.fixture(scope="module")
+def pipeline(repo_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    work = tmp_path_factory.mktemp("pipeline")
+    _copy_checkout(repo_root, work)
+    # start from nothing: no lock, no committed metrics or plots to mistake for fresh ones
+    (work / "dvc.lock").unlink(missing_ok=True)
+    for stale in ("metrics", "plots"):
+        shutil.rmtree(work / stale, ignore_errors=True)
+    _run(["git", "init", "-q"], work)
+    _run(["dvc", "repro"], work)
+    return work
+
+
+def test_repro_produces_metrics_model_and_onnx(pipeline: Path) -> None:
+    shown = json.loads(_run(["dvc", "metrics", "show", "--json"], pipeline).stdout)
+    metrics = next(iter(shown.values()))["data"]
+    evaluation = metrics["metrics/eval.json"]["data"]["synth_val"]
+    assert evaluation["n_pairs"] == 600
+    assert 0.75 < evaluation["accuracy"] <= 1.0  # chance is 0.5 on held-out identities
+    assert metrics["metrics/export.json"]["data"]["max_abs_diff"] < 1e-4
+    assert (pipeline / "models" / "arcface.onnx").stat().st_size > 100_000
+    assert (pipeline / "plots" / "roc_synth_val.csv").read_text().startswith("fpr,tpr")
+
+
+def test_one_mlflow_run_holds_all_stages(pipeline: Path) -> None:
+    import mlflow
+
+    run_id = json.loads((pipeline / "models" / "mlflow_run.json").read_text())["run_id"]
+    client = mlflow.MlflowClient(f"sqlite:///{pipeline / 'mlflow.db'}")
+    run = client.get_run(run_id)
+    keys = set(run.data.metrics)
+    assert {"train.loss", "eval.synth_val.accuracy", "export.max_abs_diff"} <= keys
+    assert run.data.params["train.head"] == "arcface"
+    assert len(client.search_runs([run.info.experiment_id])) == 1
+    artifacts = {a.path for a in client.list_artifacts(run_id, "plots")}
+    assert "plots/roc.png" in artifacts
+
+
+def test_second_repro_reruns_nothing(pipeline: Path) -> None:
+    out = _run(["dvc", "repro"], pipeline).stdout
+    for stage in STAGES:
+        assert f"Stage '{stage}' didn't change, skipping" in out, out
+    assert "Running stage" not in out

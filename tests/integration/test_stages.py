@@ -1,0 +1,105 @@
+"""Stages as DVC runs them: real subprocesses, one-line errors, atomic outputs."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+import yaml
+
+from arcflow.data.binpairs import load_bin
+from arcflow.data.recordio import read_face_dataset_index
+from tests.conftest import run_stage
+
+pytestmark = pytest.mark.integration
+
+
+def _params(repo_root: Path, tmp_path: Path, edit) -> Path:
+    params = yaml.safe_load((repo_root / "params.yaml").read_text())
+    edit(params)
+    path = tmp_path / "params.yaml"
+    path.write_text(yaml.safe_dump(params))
+    return path
+
+
+def _assert_one_line_error(proc, *fragments: str) -> None:
+    assert proc.returncode == 1, proc.stderr
+    assert "Traceback" not in proc.stderr
+    error_lines = [ln for ln in proc.stderr.splitlines() if ln.startswith("error: ")]
+    assert len(error_lines) == 1, proc.stderr
+    for fragment in fragments:
+        assert fragment in error_lines[0]
+
+
+def test_bad_key_fails_with_one_line(repo_root: Path, tmp_path: Path) -> None:
+    params = _params(repo_root, tmp_path, lambda p: p["train"].update(lerning_rate=0.1))
+    proc = run_stage("train", "--params", params, "--data", tmp_path, "--out", tmp_path / "m")
+    _assert_one_line_error(proc, "train.lerning_rate: unknown key", "allowed keys")
+    assert "hint: " in proc.stderr
+    assert not (tmp_path / "m").exists()
+
+
+def test_bad_type_fails_with_one_line(repo_root: Path, tmp_path: Path) -> None:
+    params = _params(repo_root, tmp_path, lambda p: p["evaluate"].update(n_folds="ten"))
+    proc = run_stage(
+        "evaluate", "--params", params, "--data", tmp_path, "--model", "x", "--run", "y"
+    )
+    _assert_one_line_error(proc, "evaluate.n_folds", "'ten'")
+
+
+def test_missing_section_fails_with_one_line(repo_root: Path, tmp_path: Path) -> None:
+    params = _params(repo_root, tmp_path, lambda p: p.pop("align"))
+    proc = run_stage("align", "--params", params, "--raw", tmp_path, "--out", tmp_path / "a")
+    _assert_one_line_error(proc, "missing section 'align'")
+
+
+def test_download_then_align(repo_root: Path, tmp_path: Path, tiny_synthface) -> None:
+    params = _params(
+        repo_root, tmp_path, lambda p: p["data"].update(synthface=tiny_synthface.model_dump())
+    )
+    raw, aligned = tmp_path / "raw", tmp_path / "aligned"
+    proc = run_stage("download", "--params", params, "--out", raw)
+    assert proc.returncode == 0, proc.stderr
+    assert {p.name for p in raw.iterdir()} == {
+        "train.rec",
+        "train.idx",
+        "val.rec",
+        "val.idx",
+        "pairs.txt",
+        "meta.json",
+    }
+    proc = run_stage("align", "--params", params, "--raw", raw, "--out", aligned)
+    assert proc.returncode == 0, proc.stderr
+    num_classes, keys, labels = read_face_dataset_index(aligned)
+    assert num_classes == tiny_synthface.train_identities
+    assert len(keys) == tiny_synthface.train_identities * tiny_synthface.train_images_per_identity
+    assert sorted(set(labels.tolist())) == list(range(num_classes))
+    pairs = load_bin(aligned / "synth_val.bin")
+    assert len(pairs.issame) == tiny_synthface.val_folds * tiny_synthface.val_pairs_per_fold * 2
+    assert (aligned / "property").read_text().strip() == f"{num_classes},112,112"
+
+
+def test_failed_align_leaves_no_output(repo_root: Path, tmp_path: Path, tiny_release: Path) -> None:
+    raw = tmp_path / "raw"
+    shutil.copytree(tiny_release, raw)
+    data = (raw / "val.rec").read_bytes()
+    (raw / "val.rec").write_bytes(data[: len(data) // 2])  # truncated mid-record
+    out = tmp_path / "aligned"
+    proc = run_stage("align", "--params", repo_root / "params.yaml", "--raw", raw, "--out", out)
+    _assert_one_line_error(proc, "val.rec")
+    assert not out.exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["raw"]
+
+
+def test_failed_align_keeps_previous_output(
+    repo_root: Path, tmp_path: Path, tiny_release: Path
+) -> None:
+    raw, out = tmp_path / "raw", tmp_path / "aligned"
+    shutil.copytree(tiny_release, raw)
+    out.mkdir()
+    (out / "previous.txt").write_text("kept")
+    (raw / "pairs.txt").write_text("10\t2\nbroken line\n")
+    proc = run_stage("align", "--params", repo_root / "params.yaml", "--raw", raw, "--out", out)
+    _assert_one_line_error(proc, "pairs.txt")
+    assert [p.name for p in out.iterdir()] == ["previous.txt"]

@@ -1,0 +1,105 @@
+"""params.yaml validation: the shipped file is valid; bad keys/types/values name the key."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from arcflow.config import SECTIONS, Section, load_params
+from arcflow.errors import ConfigError
+
+pytestmark = pytest.mark.unit
+
+
+def _write(tmp_path: Path, params: dict) -> Path:
+    path = tmp_path / "params.yaml"
+    path.write_text(yaml.safe_dump(params))
+    return path
+
+
+@pytest.fixture
+def shipped(repo_root: Path) -> dict:
+    return yaml.safe_load((repo_root / "params.yaml").read_text())
+
+
+def test_shipped_params_and_presets_are_valid(repo_root: Path) -> None:
+    for path in [repo_root / "params.yaml", *sorted((repo_root / "configs").glob("*.yaml"))]:
+        params = load_params(path)
+        assert all(getattr(params, name) is not None for name in SECTIONS), path
+
+
+def test_shipped_params_set_every_key_explicitly(shipped: dict) -> None:
+    """Presets are complete files: no section relies on a code default."""
+
+    def check(raw: dict, model: type, where: str) -> None:
+        assert set(raw) == set(model.model_fields), where
+        for key, field in model.model_fields.items():
+            if isinstance(field.annotation, type) and issubclass(field.annotation, Section):
+                check(raw[key], field.annotation, f"{where}.{key}")
+
+    for name, model in SECTIONS.items():
+        check(shipped[name], model, name)
+
+
+def test_unknown_key_names_key_and_allowed(tmp_path: Path, shipped: dict) -> None:
+    shipped["train"]["learning_rate"] = 0.1
+    with pytest.raises(ConfigError) as err:
+        load_params(_write(tmp_path, shipped), ("train",))
+    message = str(err.value)
+    assert "train.learning_rate: unknown key" in message
+    assert "allowed keys:" in message and "lr" in message
+    assert "\n" not in message
+
+
+def test_nested_unknown_key(tmp_path: Path, shipped: dict) -> None:
+    shipped["data"]["synthface"]["identities"] = 3
+    with pytest.raises(ConfigError, match=r"data\.synthface\.identities: unknown key"):
+        load_params(_write(tmp_path, shipped), ("data",))
+
+
+def test_bad_type_names_key_and_value(tmp_path: Path, shipped: dict) -> None:
+    shipped["train"]["lr"] = "fast"
+    with pytest.raises(ConfigError, match=r"train\.lr: .*valid number.*'fast'"):
+        load_params(_write(tmp_path, shipped), ("train",))
+
+
+def test_bad_choice_lists_allowed_values(tmp_path: Path, shipped: dict) -> None:
+    shipped["train"]["head"] = "arcfce"
+    with pytest.raises(ConfigError) as err:
+        load_params(_write(tmp_path, shipped), ("train",))
+    assert "train.head" in str(err.value) and "'arcface'" in str(err.value)
+
+
+def test_out_of_range_value(tmp_path: Path, shipped: dict) -> None:
+    shipped["data"]["synthface"]["difficulty"] = 1.5
+    with pytest.raises(ConfigError, match=r"data\.synthface\.difficulty: .*less than or equal"):
+        load_params(_write(tmp_path, shipped), ("data",))
+
+
+def test_missing_section(tmp_path: Path, shipped: dict) -> None:
+    del shipped["evaluate"]
+    with pytest.raises(ConfigError, match="missing section 'evaluate'"):
+        load_params(_write(tmp_path, shipped), ("evaluate",))
+    load_params(_write(tmp_path, shipped), ("train",))  # other stages are unaffected
+
+
+def test_unknown_section(tmp_path: Path, shipped: dict) -> None:
+    shipped["trian"] = shipped.pop("train")
+    with pytest.raises(ConfigError, match="unknown section 'trian'"):
+        load_params(_write(tmp_path, shipped), ("evaluate",))
+
+
+def test_step_schedule_needs_milestones(tmp_path: Path, shipped: dict) -> None:
+    shipped["train"]["schedule"] = "step"
+    shipped["train"]["step_milestones"] = []
+    with pytest.raises(ConfigError, match="step_milestones"):
+        load_params(_write(tmp_path, shipped), ("train",))
+
+
+def test_invalid_yaml_names_line(tmp_path: Path) -> None:
+    path = tmp_path / "params.yaml"
+    path.write_text("train:\n  lr: [0.1\n")
+    with pytest.raises(ConfigError, match=r"params\.yaml: line \d+"):
+        load_params(path)
