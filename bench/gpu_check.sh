@@ -9,8 +9,11 @@ py=${PYTHON:-python3}
 {
   nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv
   "$py" -c 'import torch; print("torch", torch.__version__, "cuda", torch.version.cuda, torch.cuda.is_available())'
-  # unit tests exercise the models, heads and metrics; on this machine torch sees the GPU
-  timeout 300 "$py" -m pytest -q -m unit -x -p no:cacheprovider 2>&1 | tail -3
+  # unit tests exercise the models, heads and metrics with the GPU visible; modules whose
+  # imports the device image lacks (pydantic, albumentations: carry them as wheels, see the
+  # device tool's README) are reported as collection errors instead of stopping the run
+  timeout 300 "$py" -m pytest -q -m unit -p no:cacheprovider --continue-on-collection-errors \
+    2>&1 | tail -5
   for spec in "iresnet50 128" "iresnet100 128"; do
     set -- $spec
     timeout 120 "$py" bench/train_throughput.py --backbone "$1" --batch "$2" --device cuda --bf16

@@ -34,7 +34,10 @@ def params(args: argparse.Namespace, *sections: str) -> Params:
 
 
 def run(main: Callable[[], None]) -> NoReturn:
-    """Run a stage: expected failures print ``error: …`` and ``hint: …`` and exit 1."""
+    """Run a stage: expected failures print ``error: …`` and ``hint: …`` and exit 1.
+
+    Anything else is a bug and keeps its traceback.
+    """
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
     try:
         main()
@@ -42,6 +45,10 @@ def run(main: Callable[[], None]) -> NoReturn:
         print(f"error: {exc}", file=sys.stderr)
         if exc.hint:
             print(f"hint: {exc.hint}", file=sys.stderr)
+        sys.exit(1)
+    except FileNotFoundError as exc:  # a missing input is the user's to fix, not a bug
+        print(f"error: {exc.filename}: no such file or directory", file=sys.stderr)
+        print("hint: run the upstream stage first (dvc repro <stage>)", file=sys.stderr)
         sys.exit(1)
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

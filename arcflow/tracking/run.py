@@ -36,13 +36,22 @@ def _is_local_default(params: TrackingParams) -> bool:
 def configure(params: TrackingParams, root: Path) -> str:
     """Point MLflow at the tracking store and select (or create) the experiment."""
     import mlflow
+    from mlflow.exceptions import MlflowException
 
     uri = tracking_uri(params, root)
     mlflow.set_tracking_uri(uri)
-    if mlflow.get_experiment_by_name(params.experiment) is None:
-        location = (root / "mlartifacts").resolve().as_uri() if _is_local_default(params) else None
-        mlflow.create_experiment(params.experiment, artifact_location=location)
-    mlflow.set_experiment(params.experiment)
+    try:
+        if mlflow.get_experiment_by_name(params.experiment) is None:
+            local = _is_local_default(params)
+            location = (root / "mlartifacts").resolve().as_uri() if local else None
+            mlflow.create_experiment(params.experiment, artifact_location=location)
+        mlflow.set_experiment(params.experiment)
+    except MlflowException as exc:
+        first_line = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise TrackingError(
+            f"MLflow tracking store {uri} is not usable: {first_line[:300]}",
+            hint=f"start the server or unset {ENV_URI} to use the local store",
+        ) from None
     return uri
 
 

@@ -54,6 +54,32 @@ def test_missing_section_fails_with_one_line(repo_root: Path, tmp_path: Path) ->
     _assert_one_line_error(proc, "missing section 'align'")
 
 
+def test_missing_input_names_the_file(repo_root: Path, tmp_path: Path) -> None:
+    proc = run_stage(
+        "evaluate",
+        "--params",
+        repo_root / "params.yaml",
+        "--data",
+        repo_root / "tests",
+        "--model",
+        tmp_path / "nope.pt",
+        "--run",
+        tmp_path / "run.json",
+    )
+    assert proc.returncode == 1
+    proc = run_stage(
+        "align",
+        "--params",
+        repo_root / "params.yaml",
+        "--raw",
+        tmp_path / "missing",
+        "--out",
+        tmp_path / "aligned",
+    )
+    _assert_one_line_error(proc, str(tmp_path / "missing"), "no such file")
+    assert not (tmp_path / "aligned").exists()
+
+
 def test_download_then_align(repo_root: Path, tmp_path: Path, tiny_synthface) -> None:
     params = _params(
         repo_root, tmp_path, lambda p: p["data"].update(synthface=tiny_synthface.model_dump())

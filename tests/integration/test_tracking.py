@@ -57,6 +57,18 @@ def test_failed_training_records_no_run_id(monkeypatch, tmp_path: Path, mlflow_s
     assert not run_file.exists()
 
 
+def test_unreachable_server_is_a_clear_error(monkeypatch, tmp_path: Path) -> None:
+    from tests.servers import free_port
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"http://127.0.0.1:{free_port()}")
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+    with (
+        pytest.raises(TrackingError, match=r"tracking store http://127\.0\.0\.1:\d+ is not usable"),
+        start_run(TrackingParams(), tmp_path, tmp_path / "run.json", run_name="p", tags={}),
+    ):
+        pass
+
+
 def test_unknown_run_is_a_clear_error(monkeypatch, tmp_path: Path, mlflow_server: str) -> None:
     monkeypatch.setenv("MLFLOW_TRACKING_URI", mlflow_server)
     run_file = tmp_path / "mlflow_run.json"
