@@ -54,5 +54,34 @@ def validate(
     typer.echo(f"{path}: valid")
 
 
+@app.command("synthface-sheet")
+def synthface_sheet(
+    out: Annotated[Path, typer.Argument(help="image file to write (.png or .jpg)")],
+    identities: Annotated[int, typer.Option(help="rows: one identity each")] = 4,
+    images: Annotated[int, typer.Option(help="columns: images per identity")] = 8,
+    seed: int = 0,
+    difficulty: float = 0.5,
+) -> None:
+    """Preview SynthFace: per identity, a row of unaligned frames and a row of aligned crops."""
+    import cv2
+
+    from arcflow.align.template import warp_face
+    from arcflow.data.synthface import SynthFaceSpec, contact_sheet, iter_images
+
+    spec = SynthFaceSpec(identities, images, seed=seed, difficulty=difficulty)
+    tiles: list = []
+    for k in range(identities):
+        frames = list(iter_images(spec, [k]))
+        tiles += [
+            cv2.resize(img, (112, 112), interpolation=cv2.INTER_AREA) for *_, img, _ in frames
+        ]
+        tiles += [warp_face(img, lm, 112) for *_, img, lm in frames]
+    out.parent.mkdir(parents=True, exist_ok=True)
+    if not cv2.imwrite(str(out), contact_sheet(tiles, cols=images)):
+        typer.echo(f"error: could not write {out}", err=True)
+        raise typer.Exit(1)
+    typer.echo(f"{out}: {identities} identities x {images} images (top: frames, bottom: aligned)")
+
+
 if __name__ == "__main__":
     app()

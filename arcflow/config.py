@@ -40,11 +40,68 @@ class SynthFaceParams(Section):
     jpeg_quality: Annotated[int, Field(ge=50, le=100)] = 95
 
 
-class DataParams(Section):
-    """Which dataset the pipeline downloads (paths live in dvc.yaml)."""
+SOURCE_SCHEMES = ("https://", "http://", "s3://", "file://", "synthetic://")
 
-    dataset: Literal["synthface"] = "synthface"
-    synthface: SynthFaceParams = SynthFaceParams()
+
+class SourceParams(Section):
+    """One dataset to fetch (lands in data/raw/<name>/): its URI, checksum and unpacking.
+
+    Credentials never go here: S3 uses the environment / AWS config chain.
+    """
+
+    uri: str
+    sha256: Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")] | None = None
+    md5: Annotated[str, Field(pattern=r"^[0-9a-f]{32}$")] | None = None
+    extract: bool | None = None
+    options: SynthFaceParams | None = None
+
+    @model_validator(mode="after")
+    def _check_uri(self) -> SourceParams:
+        synthetic = self.uri.startswith("synthetic://")
+        if "://" in self.uri and not self.uri.startswith(SOURCE_SCHEMES):
+            raise ValueError(f"uri scheme must be one of {', '.join(SOURCE_SCHEMES)} or a path")
+        if synthetic and self.uri != "synthetic://synthface":
+            raise ValueError("the only synthetic source is synthetic://synthface")
+        if synthetic and (self.sha256 or self.md5 or self.extract):
+            raise ValueError("synthetic sources take no checksum or extract")
+        if not synthetic and self.options is not None:
+            raise ValueError("options are for synthetic:// sources only")
+        return self
+
+    @property
+    def synthetic(self) -> bool:
+        return self.uri.startswith("synthetic://")
+
+
+class S3Params(Section):
+    """S3 or S3-compatible endpoint settings (credentials come from the environment)."""
+
+    endpoint_url: str | None = None
+    region: str | None = None
+    profile: str | None = None
+
+
+class RetryParams(Section):
+    """Transient-failure handling of downloads."""
+
+    attempts: Annotated[int, Field(ge=1, le=50)] = 5
+    backoff_s: Annotated[float, Field(ge=0.0)] = 0.5
+    timeout_s: Annotated[float, Field(gt=0.0)] = 30.0
+
+
+SourceName = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")]
+
+
+class DataParams(Section):
+    """The datasets the download stage fetches (one DVC stage per source)."""
+
+    sources: dict[SourceName, SourceParams] = Field(
+        default_factory=lambda: {
+            "synthface": SourceParams(uri="synthetic://synthface", options=SynthFaceParams())
+        }
+    )
+    s3: S3Params = S3Params()
+    retry: RetryParams = RetryParams()
 
 
 class AlignParams(Section):
@@ -53,6 +110,7 @@ class AlignParams(Section):
     landmarks: Literal["annotations"] = "annotations"
     image_size: Literal[112] = 112
     jpeg_quality: Annotated[int, Field(ge=50, le=100)] = 95
+    max_bad_fraction: Probability = 0.01
 
 
 class TrainParams(Section):

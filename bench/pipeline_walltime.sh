@@ -13,7 +13,7 @@ rm -f "$work/dvc.lock"
 cd "$work" && git init -q
 printf '%-10s %8s\n' stage seconds
 total=0
-for stage in download align train evaluate export; do
+for stage in download@synthface align train evaluate export; do
   start=$(date +%s%N)
   dvc repro -s "$stage" >/dev/null
   ms=$(( ($(date +%s%N) - start) / 1000000 ))

@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from arcflow.align.release import align_pair_set, align_training_split
-from arcflow.atomic import atomic_dir
+from arcflow.atomic import atomic_dir, write_json
 from stages.common import log, params, parser, run
 
 PAIR_SET = "synth_val.bin"
@@ -19,11 +19,16 @@ def main() -> None:
     p = parser(__doc__)
     p.add_argument("--raw", type=Path, required=True, help="raw release directory")
     p.add_argument("--out", type=Path, required=True, help="aligned dataset directory")
+    p.add_argument("--metrics", type=Path, default=Path("metrics/align.json"))
     args = p.parse_args()
     cfg = params(args, "align").align
     with atomic_dir(args.out) as tmp:
-        images = align_training_split(
-            args.raw / "train.rec", tmp, size=cfg.image_size, quality=cfg.jpeg_quality
+        report = align_training_split(
+            args.raw / "train.rec",
+            tmp,
+            size=cfg.image_size,
+            quality=cfg.jpeg_quality,
+            max_bad_fraction=cfg.max_bad_fraction,
         )
         pairs = align_pair_set(
             args.raw / "val.rec",
@@ -32,7 +37,16 @@ def main() -> None:
             size=cfg.image_size,
             quality=cfg.jpeg_quality,
         )
-    log.info("align: %d training crops, %d pairs -> %s", images, pairs, args.out)
+    write_json(args.metrics, {"train": report.to_dict(), "pairs": {PAIR_SET: pairs}})
+    for failure in report.failed[:5]:
+        log.warning("align: skipped %s", failure)
+    log.info(
+        "align: %d of %d training crops, %d pairs -> %s",
+        report.aligned,
+        report.total,
+        pairs,
+        args.out,
+    )
 
 
 if __name__ == "__main__":

@@ -8,6 +8,7 @@ insightface evaluation reads.
 from __future__ import annotations
 
 from collections.abc import Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import cv2
@@ -33,21 +34,58 @@ def _aligned_jpeg(jpeg: bytes, landmarks: np.ndarray, size: int, quality: int, w
     return buf.tobytes()
 
 
-def align_training_split(rec: Path, out_dir: Path, *, size: int = 112, quality: int = 95) -> int:
-    """Write ``out_dir/train.rec|.idx|property`` from the unaligned ``rec``; returns #images."""
+@dataclass
+class AlignReport:
+    """What an alignment pass did: counts, and the first few failures with their reasons."""
+
+    total: int = 0
+    aligned: int = 0
+    failed: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, int]:
+        return {"total": self.total, "aligned": self.aligned, "failed": len(self.failed)}
+
+    def check(self, max_bad_fraction: float, where: Path) -> None:
+        """Raise if more than ``max_bad_fraction`` of the images could not be aligned."""
+        if self.total and len(self.failed) / self.total > max_bad_fraction:
+            raise DataFormatError(
+                f"{where}: {len(self.failed)} of {self.total} images could not be aligned "
+                f"(more than align.max_bad_fraction={max_bad_fraction}); first: {self.failed[0]}"
+            )
+
+
+def align_training_split(
+    rec: Path, out_dir: Path, *, size: int = 112, quality: int = 95, max_bad_fraction: float = 0.0
+) -> AlignReport:
+    """Write ``out_dir/train.rec|.idx|property`` from the unaligned ``rec``.
+
+    Undecodable images are skipped and counted; more than ``max_bad_fraction`` of them fails.
+    Classes are numbered 0..C-1 in order of first appearance (identities must be grouped).
+    """
+    report = AlignReport()
 
     def samples() -> Iterator[tuple[int, bytes]]:
-        label, previous = -1, None
+        label, current, seen = -1, None, set()
         frames = progress(iter_release(rec), desc="align train", unit="img")
         for position, (name, _number, jpeg, landmarks) in enumerate(frames):
-            if name != previous:
-                if previous is not None and name < previous:
-                    raise DataFormatError(f"{rec}: record {position}: identities not grouped")
-                label, previous = label + 1, name
-            yield label, _aligned_jpeg(jpeg, landmarks, size, quality, f"{rec}: record {position}")
+            report.total += 1
+            where = f"{rec}: record {position}"
+            try:
+                crop = _aligned_jpeg(jpeg, landmarks, size, quality, where)
+            except DataFormatError as exc:
+                report.failed.append(str(exc))
+                continue
+            if name != current:
+                if name in seen:
+                    raise DataFormatError(f"{where}: identity {name} is not grouped")
+                seen.add(name)
+                label, current = label + 1, name
+            report.aligned += 1
+            yield label, crop
 
-    images, _classes = write_face_dataset(out_dir, samples(), image_size=(size, size))
-    return images
+    write_face_dataset(out_dir, samples(), image_size=(size, size))
+    report.check(max_bad_fraction, rec)
+    return report
 
 
 def align_pair_set(

@@ -775,14 +775,26 @@ def _background(rng: np.random.Generator, size: int, s: float) -> np.ndarray:
 
 
 def _sample_pose(
-    rng: np.random.Generator, idn: Identity, size: int, s: float, jitter: float
+    rng: np.random.Generator,
+    idn: Identity,
+    size: int,
+    s: float,
+    jitter: float,
+    yaw_deg: tuple[float, float] | None = None,
 ) -> Pose:
-    """Random position/scale (head spans 45-75% of the frame) and head rotation."""
+    """Random position/scale (head spans 45-75% of the frame) and head rotation.
+
+    ``yaw_deg`` = (lo, hi) forces |yaw| into that range (random side), e.g. (0, 5) for a
+    frontal and (35, 45) for a near-profile view, as cross-pose protocols need.
+    """
     span = rng.uniform(0.45, 0.75)
     scale = span * size / (_HEAD_TOP + idn.face_cy + idn.face_ay)
     k = s * jitter
     roll = math.radians(float(np.clip(rng.uniform(-25.0, 25.0) * k, -90.0, 90.0)))
     yaw = math.radians(float(np.clip(rng.uniform(-30.0, 30.0) * k, -45.0, 45.0)))
+    if yaw_deg is not None:
+        side = 1.0 if rng.random() < 0.5 else -1.0
+        yaw = side * math.radians(float(np.clip(rng.uniform(*yaw_deg), 0.0, 45.0)))
     pitch = math.radians(float(np.clip(rng.uniform(-12.0, 12.0) * k, -30.0, 30.0)))
     mid_y = (idn.face_cy + idn.face_ay - _HEAD_TOP) / 2  # local y of the head's centre
     radius = 0.5 * span * size * 0.92
@@ -866,17 +878,19 @@ def render(
     pose_jitter: float = 1.0,
     occluder_prob: float = 0.2,
     markers: bool = False,
+    yaw_deg: tuple[float, float] | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Render one unaligned image of ``identity`` with per-image nuisance drawn from ``rng``.
 
     Returns a (frame_size, frame_size, 3) BGR uint8 image and (5, 2) float32 landmarks in
     pixels. ``markers=True`` (debugging/tests) paints each landmark as a disc of
     ``MARKER_COLORS`` through the same projection and skips occluder and photometric
-    nuisance, so the pixel under each landmark has exactly that colour.
+    nuisance, so the pixel under each landmark has exactly that colour. ``yaw_deg`` forces
+    the head's |yaw| into a range of degrees (cross-pose sets).
     """
     s = 2.0 * difficulty
     img = _background(rng, frame_size, s)
-    pose = _sample_pose(rng, identity, frame_size, s, pose_jitter)
+    pose = _sample_pose(rng, identity, frame_size, s, pose_jitter, yaw_deg)
     ex = _sample_expression(rng, s)
     clothes = _rand_color(rng)
     marks = _landmarks_local(identity, ex)

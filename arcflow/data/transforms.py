@@ -13,7 +13,8 @@ from arcflow.errors import DataFormatError
 def decode_rgb(buf: bytes | np.ndarray, *, where: str = "image") -> np.ndarray:
     """Decode JPEG/PNG bytes to an RGB uint8 array; names ``where`` on failure."""
     arr = np.frombuffer(buf, dtype=np.uint8) if isinstance(buf, bytes | bytearray) else buf
-    bgr = cv2.imdecode(arr, cv2.IMREAD_COLOR)
+    # cv2.imdecode raises (not returns None) on an empty buffer, e.g. a header-only record
+    bgr = cv2.imdecode(arr, cv2.IMREAD_COLOR) if arr.size else None
     if bgr is None:
         raise DataFormatError(f"{where}: not a decodable image ({len(arr)} bytes)")
     return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)

@@ -13,7 +13,7 @@ import pytest
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
-STAGES = ["download", "align", "train", "evaluate", "export"]
+STAGES = ["download@synthface", "align", "train", "evaluate", "export"]
 
 
 def _copy_checkout(src: Path, dst: Path) -> None:

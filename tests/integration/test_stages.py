@@ -82,10 +82,12 @@ def test_missing_input_names_the_file(repo_root: Path, tmp_path: Path) -> None:
 
 def test_download_then_align(repo_root: Path, tmp_path: Path, tiny_synthface) -> None:
     params = _params(
-        repo_root, tmp_path, lambda p: p["data"].update(synthface=tiny_synthface.model_dump())
+        repo_root,
+        tmp_path,
+        lambda p: p["data"]["sources"]["synthface"].update(options=tiny_synthface.model_dump()),
     )
     raw, aligned = tmp_path / "raw", tmp_path / "aligned"
-    proc = run_stage("download", "--params", params, "--out", raw)
+    proc = run_stage("download", "--params", params, "--source", "synthface", "--out", raw)
     assert proc.returncode == 0, proc.stderr
     assert {p.name for p in raw.iterdir()} == {
         "train.rec",

@@ -32,3 +32,14 @@ def test_info_lists_stack_versions() -> None:
     assert result.exit_code == 0, result.output
     for package in ("torch", "dvc", "mlflow", "prefect"):
         assert package in result.output
+
+
+def test_synthface_sheet_writes_an_image(tmp_path: Path) -> None:
+    import cv2
+
+    out = tmp_path / "sheet.png"
+    result = CliRunner().invoke(
+        app, ["synthface-sheet", str(out), "--identities", "2", "--images", "3"]
+    )
+    assert result.exit_code == 0, result.output
+    assert cv2.imread(str(out)).shape == (4 * 112, 3 * 112, 3)

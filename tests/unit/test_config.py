@@ -54,8 +54,10 @@ def test_unknown_key_names_key_and_allowed(tmp_path: Path, shipped: dict) -> Non
 
 
 def test_nested_unknown_key(tmp_path: Path, shipped: dict) -> None:
-    shipped["data"]["synthface"]["identities"] = 3
-    with pytest.raises(ConfigError, match=r"data\.synthface\.identities: unknown key"):
+    shipped["data"]["sources"]["synthface"]["options"]["identities"] = 3
+    with pytest.raises(
+        ConfigError, match=r"data\.sources\.synthface\.options\.identities: unknown key"
+    ):
         load_params(_write(tmp_path, shipped), ("data",))
 
 
@@ -73,8 +75,10 @@ def test_bad_choice_lists_allowed_values(tmp_path: Path, shipped: dict) -> None:
 
 
 def test_out_of_range_value(tmp_path: Path, shipped: dict) -> None:
-    shipped["data"]["synthface"]["difficulty"] = 1.5
-    with pytest.raises(ConfigError, match=r"data\.synthface\.difficulty: .*less than or equal"):
+    shipped["data"]["sources"]["synthface"]["options"]["difficulty"] = 1.5
+    with pytest.raises(
+        ConfigError, match=r"data\.sources\.synthface\.options\.difficulty: .*less than or eq"
+    ):
         load_params(_write(tmp_path, shipped), ("data",))
 
 
@@ -89,6 +93,28 @@ def test_unknown_section(tmp_path: Path, shipped: dict) -> None:
     shipped["trian"] = shipped.pop("train")
     with pytest.raises(ConfigError, match="unknown section 'trian'"):
         load_params(_write(tmp_path, shipped), ("evaluate",))
+
+
+@pytest.mark.parametrize(
+    ("source", "fragment"),
+    [
+        ({"uri": "ftp://host/x.zip"}, "uri scheme must be one of"),
+        ({"uri": "s3://b/k", "sha256": "abc"}, "sha256"),
+        ({"uri": "s3://b/k", "options": {"seed": 1}}, "options are for synthetic"),
+        ({"uri": "synthetic://other"}, "only synthetic source"),
+    ],
+)
+def test_bad_source(tmp_path: Path, shipped: dict, source: dict, fragment: str) -> None:
+    shipped["data"]["sources"]["extra"] = source
+    with pytest.raises(ConfigError, match=r"data\.sources\.extra") as err:
+        load_params(_write(tmp_path, shipped), ("data",))
+    assert fragment in str(err.value)
+
+
+def test_source_names_are_path_safe(tmp_path: Path, shipped: dict) -> None:
+    shipped["data"]["sources"]["../escape"] = {"uri": "s3://b/k"}
+    with pytest.raises(ConfigError, match=r"data\.sources"):
+        load_params(_write(tmp_path, shipped), ("data",))
 
 
 def test_step_schedule_needs_milestones(tmp_path: Path, shipped: dict) -> None:
