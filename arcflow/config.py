@@ -38,6 +38,10 @@ class SynthFaceParams(Section):
     frame_size: Annotated[int, Field(ge=96, le=1024)] = 144
     difficulty: Probability = 0.5
     jpeg_quality: Annotated[int, Field(ge=50, le=100)] = 95
+    eval_sets: list[Literal["lfw", "cfp_fp", "agedb_30", "ijb", "megaface", "ytf"]] = Field(
+        default_factory=lambda: ["lfw", "cfp_fp", "agedb_30", "ijb", "megaface", "ytf"]
+    )
+    megaface_distractors: Annotated[int, Field(ge=10)] = 1000
 
 
 SOURCE_SCHEMES = ("https://", "http://", "s3://", "file://", "synthetic://")

@@ -32,7 +32,7 @@ from arcflow.align.template import warp_face
 from arcflow.data.faces import AlignedFaceDataset
 from arcflow.data.recordio import FaceRecordDataset, RecordReader, write_face_dataset
 from arcflow.data.synthface import SynthFaceSpec, iter_images
-from arcflow.data.synthface_release import _write_split
+from arcflow.data.synthface_release import write_train_split
 from arcflow.data.transforms import decode_rgb, train_augmentation
 
 QUALITY = 95
@@ -271,14 +271,14 @@ def run(args: argparse.Namespace, root: Path) -> None:
         call = next(calls)
         ids = range(call * per_call, (call + 1) * per_call)
         path = root / f"download-{call}"
-        n = _write_split(path, spec, ids, QUALITY, "bench")
+        n = write_train_split(path, spec, ids, QUALITY, "bench")
         path.with_suffix(".rec").unlink()
         path.with_suffix(".idx").unlink()
         return n, 0
 
     items, _ = measure(download, args.seconds, warmup=0.0)  # render above warmed it up
     record(
-        "SynthFace render + JPEG q95 + RecordIO write (download stage's _write_split)",
+        "SynthFace render + JPEG q95 + RecordIO write (download stage's write_train_split)",
         f"{items:,.0f} images/s",
         "(reported)",
     )

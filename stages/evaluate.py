@@ -28,7 +28,7 @@ def main() -> None:
     p.add_argument("--data", type=Path, required=True, help="directory holding *.bin pair sets")
     trained_model_args(p)
     p.add_argument("--metrics", type=Path, default=Path("metrics/eval.json"))
-    p.add_argument("--plots", type=Path, default=Path("plots"))
+    p.add_argument("--plots", type=Path, default=Path("plots/roc"), help="ROC csv per set")
     args = p.parse_args()
     cfg = params(args, "evaluate", "tracking")
     bins = sorted(args.data.glob("*.bin"))
@@ -55,7 +55,7 @@ def main() -> None:
         metrics[path.stem] = {**values, "threshold": float(np.mean(result.best_thresholds))}
         fpr, tpr, _ = roc_curve(pair_distances(emb), pairs.issame)
         curves[path.stem] = (fpr, tpr)
-        write_csv(args.plots / f"roc_{path.stem}.csv", ["fpr", "tpr"], roc_rows(fpr, tpr))
+        write_csv(args.plots / f"{path.stem}.csv", ["fpr", "tpr"], roc_rows(fpr, tpr))
         log.info(
             "evaluate: %s accuracy %.4f ± %.4f", path.stem, result.accuracy, result.accuracy_std
         )

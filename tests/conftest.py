@@ -30,6 +30,7 @@ def tiny_synthface() -> SynthFaceParams:
         val_pairs_per_fold=2,
         val_folds=10,
         frame_size=112,
+        megaface_distractors=20,
     )
 
 

@@ -1,7 +1,7 @@
 """Align a SynthFace-style release: warp every frame to the ArcFace template.
 
-Training frames become an insightface ``train.rec`` (classes renumbered 0..C-1 in name
-order); the verification protocol becomes a ``.bin`` pair set, the format every
+Training frames become an insightface ``train.rec`` (classes numbered 0..C-1 in order of
+appearance); an LFW-layout verification set becomes a ``.bin`` pair set, the format every
 insightface evaluation reads.
 """
 
@@ -16,9 +16,11 @@ import numpy as np
 
 from arcflow.align.template import warp_face
 from arcflow.data.binpairs import save_bin
-from arcflow.data.protocols.lfw import read_pairs
+from arcflow.data.protocols.ijb import read_name_5pts_score
+from arcflow.data.protocols.lfw import image_path, read_pairs
 from arcflow.data.recordio import write_face_dataset
 from arcflow.data.synthface_release import iter_release
+from arcflow.data.synthface_sets import LANDMARKS_FILE
 from arcflow.errors import DataFormatError
 from arcflow.progress import progress
 
@@ -88,28 +90,31 @@ def align_training_split(
     return report
 
 
-def align_pair_set(
-    rec: Path, pairs_txt: Path, out_bin: Path, *, size: int = 112, quality: int = 95
-) -> int:
-    """Write the pairs of ``pairs_txt`` as an aligned ``.bin`` pair set; returns #pairs."""
-    protocol = read_pairs(pairs_txt)
-    needed = {(p.name1, p.n1) for p in protocol.pairs} | {(p.name2, p.n2) for p in protocol.pairs}
-    crops: dict[tuple[str, int], bytes] = {}
-    for position, (name, number, jpeg, landmarks) in enumerate(
-        progress(iter_release(rec), desc="align pairs", unit="img")
-    ):
-        if (name, number) in needed:
-            crops[(name, number)] = _aligned_jpeg(
-                jpeg, landmarks, size, quality, f"{rec}: record {position}"
-            )
-    missing = sorted(needed - crops.keys())
-    if missing:
-        name, number = missing[0]
-        raise DataFormatError(
-            f"{pairs_txt}: image {name} #{number} is not in {rec} ({len(missing)} missing)"
-        )
+def read_annotations(path: Path) -> dict[str, np.ndarray]:
+    """Ground-truth 5-point landmarks by relative image name (IJB ``name_5pts_score`` format)."""
+    points = read_name_5pts_score(path)
+    return dict(zip(points.names.tolist(), points.landmarks, strict=True))
+
+
+def align_lfw(lfw_dir: Path, out_bin: Path, *, size: int = 112, quality: int = 95) -> int:
+    """Align the pairs of an LFW-layout release (``pairs.txt`` + image tree) into a ``.bin``.
+
+    Landmarks come from ``landmarks_5pts.txt`` next to ``pairs.txt``. Every image of the
+    protocol must align: a pair set with holes would change the benchmark. Returns #pairs.
+    """
+    protocol = read_pairs(lfw_dir / "pairs.txt")
+    landmarks_file = lfw_dir / LANDMARKS_FILE
+    landmarks = read_annotations(landmarks_file)
+    crops: dict[str, bytes] = {}
     images: list[bytes] = []
-    for pair in protocol.pairs:
-        images += [crops[(pair.name1, pair.n1)], crops[(pair.name2, pair.n2)]]
+    for pair in progress(protocol.pairs, desc="align lfw", unit="pair"):
+        for name, number in ((pair.name1, pair.n1), (pair.name2, pair.n2)):
+            rel = image_path(name, number)
+            if rel not in crops:
+                if rel not in landmarks:
+                    raise DataFormatError(f"{landmarks_file}: no landmarks for {rel}")
+                jpeg = (lfw_dir / rel).read_bytes()
+                crops[rel] = _aligned_jpeg(jpeg, landmarks[rel], size, quality, str(lfw_dir / rel))
+            images.append(crops[rel])
     save_bin(out_bin, images, [p.same for p in protocol.pairs])
     return len(protocol.pairs)

@@ -23,7 +23,7 @@ def embed_crops(
     desc: str = "embed",
 ) -> np.ndarray:
     """Embed encoded 112x112 crops: f(x) (+ f(flip(x))), L2-normalised, as float32 (N, D)."""
-    model = model.eval().to(device)
+    model = model.eval().to(device, memory_format=torch.channels_last)
     chunks: list[np.ndarray] = []
     starts = range(0, len(images), batch_size)
     for start in progress(starts, desc=desc, unit="batch"):
@@ -32,7 +32,7 @@ def embed_crops(
                 to_tensor(decode_rgb(buf, where=f"{desc} image {start + i}"))
                 for i, buf in enumerate(images[start : start + batch_size])
             ]
-        ).to(device)
+        ).to(device, memory_format=torch.channels_last)
         emb = model(batch).float()
         if flip:
             emb = emb + model(torch.flip(batch, dims=[3])).float()

@@ -92,10 +92,12 @@ def test_download_then_align(repo_root: Path, tmp_path: Path, tiny_synthface) ->
     assert {p.name for p in raw.iterdir()} == {
         "train.rec",
         "train.idx",
-        "val.rec",
-        "val.idx",
-        "pairs.txt",
         "meta.json",
+        "lfw",
+        "bins",
+        "ijb",
+        "megaface",
+        "ytf",
     }
     proc = run_stage("align", "--params", params, "--raw", raw, "--out", aligned)
     assert proc.returncode == 0, proc.stderr
@@ -103,19 +105,22 @@ def test_download_then_align(repo_root: Path, tmp_path: Path, tiny_synthface) ->
     assert num_classes == tiny_synthface.train_identities
     assert len(keys) == tiny_synthface.train_identities * tiny_synthface.train_images_per_identity
     assert sorted(set(labels.tolist())) == list(range(num_classes))
-    pairs = load_bin(aligned / "synth_val.bin")
-    assert len(pairs.issame) == tiny_synthface.val_folds * tiny_synthface.val_pairs_per_fold * 2
+    n_pairs = tiny_synthface.val_folds * tiny_synthface.val_pairs_per_fold * 2
+    for name in ("lfw", "cfp_fp", "agedb_30"):
+        pairs = load_bin(aligned / f"{name}.bin")
+        assert len(pairs.issame) == n_pairs, name
+        assert pairs.issame.sum() == n_pairs // 2, name
     assert (aligned / "property").read_text().strip() == f"{num_classes},112,112"
 
 
 def test_failed_align_leaves_no_output(repo_root: Path, tmp_path: Path, tiny_release: Path) -> None:
     raw = tmp_path / "raw"
     shutil.copytree(tiny_release, raw)
-    data = (raw / "val.rec").read_bytes()
-    (raw / "val.rec").write_bytes(data[: len(data) // 2])  # truncated mid-record
+    data = (raw / "train.rec").read_bytes()
+    (raw / "train.rec").write_bytes(data[: len(data) // 2])  # truncated mid-record
     out = tmp_path / "aligned"
     proc = run_stage("align", "--params", repo_root / "params.yaml", "--raw", raw, "--out", out)
-    _assert_one_line_error(proc, "val.rec")
+    _assert_one_line_error(proc, "train.rec")
     assert not out.exists()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["raw"]
 
@@ -127,7 +132,47 @@ def test_failed_align_keeps_previous_output(
     shutil.copytree(tiny_release, raw)
     out.mkdir()
     (out / "previous.txt").write_text("kept")
-    (raw / "pairs.txt").write_text("10\t2\nbroken line\n")
+    (raw / "lfw" / "pairs.txt").write_text("10\t2\nbroken line\n")
     proc = run_stage("align", "--params", repo_root / "params.yaml", "--raw", raw, "--out", out)
     _assert_one_line_error(proc, "pairs.txt")
     assert [p.name for p in out.iterdir()] == ["previous.txt"]
+
+
+def test_download_fetches_a_configured_archive(repo_root: Path, tmp_path: Path) -> None:
+    import hashlib
+    import tarfile
+
+    payload = tmp_path / "payload"
+    (payload / "faces").mkdir(parents=True)
+    (payload / "faces" / "property").write_text("2,112,112\n")
+    archive = tmp_path / "faces.tar.gz"
+    with tarfile.open(archive, "w:gz") as tar:
+        tar.add(payload / "faces", arcname="faces")
+    digest = hashlib.sha256(archive.read_bytes()).hexdigest()
+    source = {"uri": archive.as_uri(), "sha256": digest}
+    params = _params(repo_root, tmp_path, lambda p: p["data"]["sources"].update(faces=source))
+    out = tmp_path / "raw" / "faces"
+    proc = run_stage("download", "--params", params, "--source", "faces", "--out", out)
+    assert proc.returncode == 0, proc.stderr
+    assert (out / "faces" / "property").read_text() == "2,112,112\n"
+
+    bad = {"uri": archive.as_uri(), "sha256": "0" * 64}
+    params = _params(repo_root, tmp_path, lambda p: p["data"]["sources"].update(faces=bad))
+    proc = run_stage(
+        "download", "--params", params, "--source", "faces", "--out", out.with_name("b")
+    )
+    _assert_one_line_error(proc, digest, "0" * 64)
+    assert not out.with_name("b").exists()
+
+
+def test_download_unknown_source(repo_root: Path, tmp_path: Path) -> None:
+    proc = run_stage(
+        "download",
+        "--params",
+        repo_root / "params.yaml",
+        "--source",
+        "nope",
+        "--out",
+        tmp_path / "x",
+    )
+    _assert_one_line_error(proc, "no source 'nope'", "available: synthface")

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from arcflow.config import SECTIONS, Section, load_params
+from arcflow.config import SECTIONS, Section, SynthFaceParams, load_params
 from arcflow.errors import ConfigError
 
 pytestmark = pytest.mark.unit
@@ -41,6 +41,8 @@ def test_shipped_params_set_every_key_explicitly(shipped: dict) -> None:
 
     for name, model in SECTIONS.items():
         check(shipped[name], model, name)
+    options = shipped["data"]["sources"]["synthface"]["options"]
+    check(options, SynthFaceParams, "data.sources.synthface.options")
 
 
 def test_unknown_key_names_key_and_allowed(tmp_path: Path, shipped: dict) -> None:

@@ -1,0 +1,379 @@
+"""SynthFace evaluation sets, each written in the layout of the real release it stands for.
+
+Every set uses its own block of identities (disjoint from training and from each other) and
+ships 5-point ground truth in the IJB ``name x1 y1 … x5 y5 score`` format, so the align
+stage can use annotations where a real release would need a detector.
+
+- ``lfw``: LFW tree ``lfw/<name>/<name>_%04d.jpg`` + ``pairs.txt`` (10 folds).
+- ``cfp_fp`` / ``agedb_30``: insightface ``.bin`` pair sets, already aligned, as the
+  insightface training releases ship them: frontal-vs-near-profile pairs and a hard set
+  (strongest nuisance).
+- ``ijb``: IJB-C layout (``IJBC/meta/ijbc_*.txt``, ``IJBC/loose_crop/``): 2 templates per
+  subject, each of several media with several frames.
+- ``megaface``: a FaceScrub-like probe set and single-image distractors with the devkit's
+  feature-list JSONs.
+- ``ytf``: YouTube Faces frames ``frame_images_DB/<name>/<video>/<video>.<frame>.jpg`` +
+  ``splits.txt``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from arcflow.align.template import warp_face
+from arcflow.config import SynthFaceParams
+from arcflow.data.binpairs import save_bin
+from arcflow.data.protocols import ijb, megaface, ytf
+from arcflow.data.protocols.lfw import Pair, PairsProtocol, image_path, write_pairs
+from arcflow.data.synthface import identity_params, render
+from arcflow.errors import DataFormatError
+
+EVAL_SETS = ("lfw", "cfp_fp", "agedb_30", "ijb", "megaface", "ytf")
+FRONTAL_YAW, PROFILE_YAW = (0.0, 5.0), (35.0, 45.0)
+LANDMARKS_FILE = "landmarks_5pts.txt"
+
+
+def identity_name(identity: int) -> str:
+    """Release-wide name of an identity (LFW's ``name`` column)."""
+    return f"synth_{identity:05d}"
+
+
+def encode_jpeg(bgr: np.ndarray, quality: int, where: str) -> bytes:
+    """JPEG bytes of a BGR frame."""
+    ok, buf = cv2.imencode(".jpg", bgr, [cv2.IMWRITE_JPEG_QUALITY, quality])
+    if not ok:
+        raise DataFormatError(f"{where}: JPEG encoding failed")
+    return buf.tobytes()
+
+
+@dataclass
+class SetWriter:
+    """Renders images of one set into ``root`` and collects their landmarks."""
+
+    params: SynthFaceParams
+    root: Path
+    salt: int
+    names: list[str] = field(default_factory=list)
+    landmarks: list[np.ndarray] = field(default_factory=list)
+
+    def render(
+        self,
+        identity: int,
+        index: int,
+        *,
+        difficulty: float | None = None,
+        yaw_deg: tuple[float, float] | None = None,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Image ``index`` of ``identity``: a pure function of (seed, set, identity, index)."""
+        rng = np.random.default_rng([self.params.seed, self.salt, identity, index])
+        return render(
+            identity_params(self.params.seed, identity),
+            rng,
+            self.params.frame_size,
+            difficulty=self.params.difficulty if difficulty is None else difficulty,
+            yaw_deg=yaw_deg,
+        )
+
+    def save(self, rel: str, bgr: np.ndarray, lm: np.ndarray) -> None:
+        """Write ``root/rel`` as JPEG and remember its landmarks."""
+        path = self.root / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(encode_jpeg(bgr, self.params.jpeg_quality, str(path)))
+        self.names.append(rel)
+        self.landmarks.append(lm)
+
+    def write_landmarks(self, path: Path | None = None) -> int:
+        """The collected landmarks as an IJB-style 5-point file (score 1: ground truth)."""
+        n = len(self.names)
+        ijb.write_name_5pts_score(
+            path or self.root / LANDMARKS_FILE,
+            ijb.FivePoints(
+                names=np.array(self.names),
+                landmarks=np.stack(self.landmarks).astype(np.float32),
+                scores=np.ones(n, dtype=np.float32),
+            ),
+        )
+        return n
+
+
+def fold_pairs(
+    rng: np.random.Generator,
+    identities: range,
+    folds: int,
+    per_fold: int,
+    n_a: int,
+    n_b: int,
+    *,
+    distinct: bool,
+) -> list[tuple[int, int, int, int, bool]]:
+    """Per fold (disjoint identity groups) ``per_fold`` same then ``per_fold`` different pairs.
+
+    A pair is (identity1, image index in [0, n_a), identity2, image index in [0, n_b), same);
+    ``distinct`` forbids a same pair from using one image twice (one image list: n_a == n_b).
+    """
+    if len(identities) < 2 * folds:
+        raise DataFormatError(f"need at least {2 * folds} identities for {folds} folds")
+    groups = np.array_split(rng.permutation(np.asarray(identities)), folds)
+    pairs: list[tuple[int, int, int, int, bool]] = []
+    for group in groups:
+        for _ in range(per_fold):
+            k = int(rng.choice(group))
+            if distinct:
+                a, b = (int(v) for v in rng.choice(n_a, size=2, replace=False))
+            else:
+                a, b = int(rng.integers(n_a)), int(rng.integers(n_b))
+            pairs.append((k, a, k, b, True))
+        for _ in range(per_fold):
+            k1, k2 = (int(v) for v in rng.choice(group, size=2, replace=False))
+            pairs.append((k1, int(rng.integers(n_a)), k2, int(rng.integers(n_b)), False))
+    return pairs
+
+
+def _rng(params: SynthFaceParams, salt: int) -> np.random.Generator:
+    return np.random.default_rng([params.seed, salt, 7])
+
+
+def write_lfw(params: SynthFaceParams, out: Path, identities: range) -> dict[str, int]:
+    """LFW layout: image tree, ``pairs.txt`` and ground-truth landmarks."""
+    writer = SetWriter(params, out, salt=1)
+    n = params.val_images_per_identity
+    for k in identities:
+        for j in range(n):
+            writer.save(image_path(identity_name(k), j + 1), *writer.render(k, j))
+    pairs = fold_pairs(
+        _rng(params, 1),
+        identities,
+        params.val_folds,
+        params.val_pairs_per_fold,
+        n,
+        n,
+        distinct=True,
+    )
+    protocol = PairsProtocol(
+        params.val_folds,
+        params.val_pairs_per_fold,
+        tuple(
+            Pair(identity_name(k1), a + 1, identity_name(k2), b + 1) for k1, a, k2, b, _ in pairs
+        ),
+    )
+    write_pairs(out / "pairs.txt", protocol)
+    return {"images": writer.write_landmarks(), "pairs": len(pairs)}
+
+
+View = Callable[["SetWriter", int, int], tuple[np.ndarray, np.ndarray]]
+
+
+def _write_aligned_bin(
+    params: SynthFaceParams,
+    path: Path,
+    identities: range,
+    salt: int,
+    views: tuple[View, int] | tuple[View, int, View, int],
+) -> dict[str, int]:
+    """A pre-aligned ``.bin`` pair set (crops warped with the ground-truth landmarks).
+
+    ``views`` is (view, n) for pairs within one image list, or (view_a, n_a, view_b, n_b)
+    for pairs across two (e.g. frontal against profile).
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    writer = SetWriter(params, path.parent, salt=salt)
+    crops: dict[tuple[int, int, int], bytes] = {}
+
+    def crop(side: int, k: int, j: int) -> bytes:
+        if (side, k, j) not in crops:
+            bgr, lm = views[2 * side](writer, k, j)  # type: ignore[operator]
+            crops[(side, k, j)] = encode_jpeg(warp_face(bgr, lm, 112), 95, str(path))
+        return crops[(side, k, j)]
+
+    two = len(views) == 4
+    n_a, n_b = views[1], views[3 if two else 1]
+    pairs = fold_pairs(
+        _rng(params, salt),
+        identities,
+        params.val_folds,
+        params.val_pairs_per_fold,
+        n_a,
+        n_b,
+        distinct=not two,  # type: ignore[arg-type]
+    )
+    images: list[bytes] = []
+    for k1, a, k2, b, _ in pairs:
+        images += [crop(0, k1, a), crop(1 if two else 0, k2, b)]
+    save_bin(path, images, [same for *_, same in pairs])
+    return {"images": len(crops), "pairs": len(pairs)}
+
+
+def write_cfp_fp(params: SynthFaceParams, path: Path, identities: range) -> dict[str, int]:
+    """Cross-pose pairs like CFP-FP: a frontal image against a near-profile one."""
+
+    def frontal(w: SetWriter, k: int, j: int) -> tuple[np.ndarray, np.ndarray]:
+        return w.render(k, j, yaw_deg=FRONTAL_YAW)
+
+    def profile(w: SetWriter, k: int, j: int) -> tuple[np.ndarray, np.ndarray]:
+        return w.render(k, 1000 + j, yaw_deg=PROFILE_YAW)
+
+    return _write_aligned_bin(params, path, identities, 2, (frontal, 10, profile, 4))
+
+
+def write_agedb_30(params: SynthFaceParams, path: Path, identities: range) -> dict[str, int]:
+    """A hard set like AgeDB-30: the strongest nuisance SynthFace draws."""
+
+    def hard(w: SetWriter, k: int, j: int) -> tuple[np.ndarray, np.ndarray]:
+        return w.render(k, j, difficulty=1.0)
+
+    return _write_aligned_bin(params, path, identities, 3, (hard, params.val_images_per_identity))
+
+
+def write_ijb(params: SynthFaceParams, out: Path, identities: range) -> dict[str, int]:
+    """IJB-C layout: 2 templates per subject, 2 media per template, 3 frames per media."""
+    files = ijb.ijb_files(out, "ijbc")
+    writer = SetWriter(params, files.loose_crop, salt=4)
+    names, tids, mids = [], [], []
+    media = 0
+    for s, k in enumerate(identities):
+        for t in range(2):
+            for _ in range(2):
+                media += 1
+                for _ in range(3):
+                    name = f"{len(names) + 1}.jpg"
+                    writer.save(name, *writer.render(k, len(names)))
+                    names.append(name)
+                    tids.append(2 * s + t + 1)
+                    mids.append(media)
+    files.face_tid_mid.parent.mkdir(parents=True, exist_ok=True)
+    ijb.write_face_tid_mid(
+        files.face_tid_mid,
+        ijb.FaceTidMid(
+            np.array(names), np.array(tids, dtype=np.int64), np.array(mids, dtype=np.int64)
+        ),
+    )
+    writer.write_landmarks(files.name_5pts_score)
+    rng = _rng(params, 4)
+    subjects = len(identities)
+    genuine = [(2 * s + 1, 2 * s + 2, 1) for s in range(subjects)]
+    impostor = []
+    for s in range(subjects):
+        for other in rng.choice(
+            np.delete(np.arange(subjects), s), size=min(10, subjects - 1), replace=False
+        ):
+            impostor.append((2 * s + 1, 2 * int(other) + 2, 0))
+    t1, t2, label = (np.array(col) for col in zip(*(genuine + impostor), strict=True))
+    ijb.write_template_pair_label(
+        files.template_pair_label,
+        ijb.TemplatePairs(t1.astype(np.int64), t2.astype(np.int64), label.astype(np.int8)),
+    )
+    return {"images": len(names), "templates": 2 * subjects, "pairs": len(t1)}
+
+
+def write_megaface(
+    params: SynthFaceParams, out: Path, probes: range, distractors: range
+) -> dict[str, int]:
+    """A FaceScrub-like probe set and single-image distractors with devkit feature lists."""
+    writer = SetWriter(params, out, salt=5)
+    probe_paths, probe_ids = [], []
+    for k in probes:
+        for j in range(params.val_images_per_identity):
+            rel = f"{identity_name(k)}/{identity_name(k)}_{j + 1}.jpg"
+            writer.save(f"facescrub_images/{rel}", *writer.render(k, j))
+            probe_paths.append(rel)
+            probe_ids.append(identity_name(k))
+    megaface.write_feature_list(
+        out / "templatelists" / megaface.FACESCRUB_LIST,
+        megaface.FeatureList(tuple(probe_paths), tuple(probe_ids)),
+    )
+    distractor_paths = []
+    for k in distractors:
+        rel = f"{k % 100:02d}/{identity_name(k)}_1.jpg"
+        writer.save(f"megaface_images/{rel}", *writer.render(k, 0))
+        distractor_paths.append(rel)
+    sizes = [size for size in megaface.SIZES if size <= len(distractor_paths)]
+    for size in sizes:
+        megaface.write_feature_list(
+            out / "templatelists" / megaface.megaface_list_name(size),
+            megaface.FeatureList(tuple(distractor_paths[:size])),
+        )
+    writer.write_landmarks()
+    return {
+        "probes": len(probe_paths),
+        "distractors": len(distractor_paths),
+        "distractor_sizes": len(sizes),
+    }
+
+
+def write_ytf(params: SynthFaceParams, out: Path, identities: range) -> dict[str, int]:
+    """YouTube Faces layout: 3 videos per identity of 4 frames each, and ``splits.txt``."""
+    videos, frames = 3, 4
+    writer = SetWriter(params, out, salt=6)
+    for k in identities:
+        for v in range(videos):
+            base = params.difficulty * 0.6  # frames of one video vary less than photos
+            for f in range(frames):
+                rel = f"frame_images_DB/{identity_name(k)}/{v}/{v}.{f + 1}.jpg"
+                writer.save(rel, *writer.render(k, v * frames + f, difficulty=base))
+    pairs = fold_pairs(
+        _rng(params, 6),
+        identities,
+        params.val_folds,
+        params.val_pairs_per_fold,
+        videos,
+        videos,
+        distinct=True,
+    )
+    per_split = 2 * params.val_pairs_per_fold
+    ytf.write_splits(
+        out / "splits.txt",
+        ytf.YTFSplits(
+            tuple(
+                ytf.VideoPair(
+                    i // per_split + 1,
+                    i % per_split + 1,
+                    f"{identity_name(k1)}/{a}",
+                    f"{identity_name(k2)}/{b}",
+                    same,
+                )
+                for i, (k1, a, k2, b, same) in enumerate(pairs)
+            )
+        ),
+    )
+    return {
+        "videos": videos * len(identities),
+        "frames": writer.write_landmarks(),
+        "pairs": len(pairs),
+    }
+
+
+def identity_blocks(params: SynthFaceParams) -> dict[str, range]:
+    """Disjoint identity ranges: training first, then one block per evaluation set."""
+    blocks = {"train": range(params.train_identities)}
+    start = params.train_identities
+    for name in (*EVAL_SETS, "megaface_distractors"):
+        size = (
+            params.megaface_distractors
+            if name == "megaface_distractors"
+            else (params.val_identities)
+        )
+        blocks[name] = range(start, start + size)
+        start += size
+    return blocks
+
+
+def write_eval_sets(params: SynthFaceParams, out: Path) -> Iterator[tuple[str, dict[str, int]]]:
+    """Write every evaluation set of ``params.eval_sets`` under ``out``; yield their counts."""
+    ids = identity_blocks(params)
+    writers: dict[str, Callable[[], dict[str, int]]] = {
+        "lfw": lambda: write_lfw(params, out / "lfw", ids["lfw"]),
+        "cfp_fp": lambda: write_cfp_fp(params, out / "bins" / "cfp_fp.bin", ids["cfp_fp"]),
+        "agedb_30": lambda: write_agedb_30(params, out / "bins" / "agedb_30.bin", ids["agedb_30"]),
+        "ijb": lambda: write_ijb(params, out / "ijb", ids["ijb"]),
+        "megaface": lambda: write_megaface(
+            params, out / "megaface", ids["megaface"], ids["megaface_distractors"]
+        ),
+        "ytf": lambda: write_ytf(params, out / "ytf", ids["ytf"]),
+    }
+    for name in params.eval_sets:
+        yield name, writers[name]()
