@@ -20,7 +20,13 @@ from arcflow.atomic import write_json
 from arcflow.config import SynthFaceParams
 from arcflow.data.recordio import IRHeader, RecordReader, RecordWriter, pack, unpack
 from arcflow.data.synthface import SynthFaceSpec, iter_images
-from arcflow.data.synthface_sets import encode_jpeg, identity_blocks, identity_name, write_eval_sets
+from arcflow.data.synthface_sets import (
+    encode_jpeg,
+    identity_blocks,
+    identity_name,
+    jpeg_quality_for,
+    write_eval_sets,
+)
 from arcflow.errors import DataFormatError
 from arcflow.progress import progress
 
@@ -30,13 +36,17 @@ LABEL_SIZE = 11
 def write_train_split(
     path: Path, spec: SynthFaceSpec, identities: range, quality: int, desc: str
 ) -> int:
-    """Unaligned frames with landmark labels as ``path.rec``/``path.idx``; returns #images."""
+    """Unaligned frames with landmark labels as ``path.rec``/``path.idx``; returns #images.
+
+    ``quality`` is the best JPEG quality; each image gets its own (:func:`jpeg_quality_for`).
+    """
     total = len(identities) * spec.images_per_identity
     count = 0
     with RecordWriter(path.with_suffix(".rec"), path.with_suffix(".idx")) as writer:
         frames = iter_images(spec, identities)
         for identity, index, bgr, landmarks in progress(frames, total=total, desc=desc, unit="img"):
-            jpeg = encode_jpeg(bgr, quality, f"{path}: identity {identity} image {index}")
+            q = jpeg_quality_for(spec.seed, spec.difficulty, quality, identity, index)
+            jpeg = encode_jpeg(bgr, q, f"{path}: identity {identity} image {index}")
             label = (float(identity), *np.asarray(landmarks, dtype=np.float32).ravel().tolist())
             writer.write(pack(IRHeader(LABEL_SIZE, label, count, index + 1), jpeg), count)
             count += 1

@@ -18,6 +18,7 @@ stage can use annotations where a real release would need a detector.
 
 from __future__ import annotations
 
+import zlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -49,6 +50,12 @@ def encode_jpeg(bgr: np.ndarray, quality: int, where: str) -> bytes:
     if not ok:
         raise DataFormatError(f"{where}: JPEG encoding failed")
     return buf.tobytes()
+
+
+def jpeg_quality_for(seed: int, difficulty: float, best: int, *key: int) -> int:
+    """Per-image JPEG quality, a compression nuisance: up to ``45 * difficulty`` below ``best``."""
+    drop = np.random.default_rng([seed, *key, 2]).uniform(0.0, 45.0 * difficulty)
+    return max(30, round(best - drop))
 
 
 @dataclass
@@ -83,7 +90,14 @@ class SetWriter:
         """Write ``root/rel`` as JPEG and remember its landmarks."""
         path = self.root / rel
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_bytes(encode_jpeg(bgr, self.params.jpeg_quality, str(path)))
+        quality = jpeg_quality_for(
+            self.params.seed,
+            self.params.difficulty,
+            self.params.jpeg_quality,
+            self.salt,
+            zlib.crc32(rel.encode()),
+        )
+        path.write_bytes(encode_jpeg(bgr, quality, str(path)))
         self.names.append(rel)
         self.landmarks.append(lm)
 
