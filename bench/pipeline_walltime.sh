@@ -15,10 +15,10 @@ printf '%-10s %8s\n' stage seconds
 total=0
 for stage in download@synthface align train evaluate export; do
   start=$(date +%s%N)
-  dvc repro -s "$stage" >/dev/null
+  dvc repro -s "$stage" >"$work/$stage.log" 2>&1 || { cat "$work/$stage.log"; exit 1; }
   ms=$(( ($(date +%s%N) - start) / 1000000 ))
   total=$(( total + ms ))
   printf '%-10s %5d.%d\n' "$stage" $(( ms / 1000 )) $(( ms % 1000 / 100 ))
 done
 printf '%-10s %5d.%d\n' total $(( total / 1000 )) $(( total % 1000 / 100 ))
-dvc metrics show
+dvc metrics show --md

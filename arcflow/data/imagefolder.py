@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from arcflow.atomic import atomic_file
+from arcflow.data.protocols.text import read_text
 from arcflow.errors import DataFormatError
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp")
@@ -124,12 +125,7 @@ def write_label_map(path: str | Path, label_map: Mapping[str, int]) -> None:
 def read_label_map(path: str | Path) -> dict[str, int]:
     """Parse a label map written by :func:`write_label_map` (identity -> label)."""
     path = Path(path)
-    try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except FileNotFoundError:
-        raise DataFormatError(f"{path}: missing") from None
-    except UnicodeDecodeError as exc:
-        raise DataFormatError(f"{path}: not UTF-8 text ({exc})") from None
+    lines = read_text(path).splitlines()
     result: dict[str, int] = {}
     for lineno, line in enumerate(lines, start=1):
         fields = line.split("\t")

@@ -44,6 +44,7 @@ from typing import Any
 import numpy as np
 
 from arcflow.atomic import atomic_file
+from arcflow.data.protocols.text import read_text
 from arcflow.errors import DataFormatError
 
 PROTOCOL_FILE = "04_FINAL_protocol_30_years.mat"
@@ -179,12 +180,7 @@ def write_agedb_protocol(path: str | Path, splits: Sequence[AgeDBSplit]) -> None
 def read_pts(path: str | Path) -> np.ndarray:
     """Parse an iBUG ``.pts`` file into a float64 ``(n_points, 2)`` array of (x, y)."""
     path = Path(path)
-    try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except FileNotFoundError:
-        raise DataFormatError(f"{path}: missing") from None
-    except UnicodeDecodeError as exc:
-        raise DataFormatError(f"{path}: not UTF-8 text ({exc})") from None
+    lines = read_text(path).splitlines()
     header: dict[str, str] = {}
     lineno = 0
     for lineno, line in enumerate(lines, start=1):

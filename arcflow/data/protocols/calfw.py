@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Literal
 
 from arcflow.atomic import atomic_file
+from arcflow.data.protocols.text import text_lines
 from arcflow.errors import DataFormatError
 
 Dataset = Literal["CALFW", "CPLFW"]
@@ -46,25 +47,12 @@ class LabeledPair:
         return self.label != 0
 
 
-def _lines(path: Path) -> list[str]:
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise DataFormatError(f"{path}: missing") from None
-    except UnicodeDecodeError as exc:
-        raise DataFormatError(f"{path}: not UTF-8 text ({exc})") from None
-    lines = text.splitlines()
-    while lines and not lines[-1].strip():
-        lines.pop()
-    return lines
-
-
 def read_pairs(path: str | Path, dataset: Dataset) -> tuple[LabeledPair, ...]:
     """Parse a CALFW / CPLFW pair file into pairs in file order."""
     if dataset not in ("CALFW", "CPLFW"):
         raise ValueError(f"dataset must be 'CALFW' or 'CPLFW', got {dataset!r}")
     path = Path(path)
-    lines = _lines(path)
+    lines = text_lines(path)
     if not lines:
         raise DataFormatError(f"{path}: empty pair file")
     if len(lines) % 2:

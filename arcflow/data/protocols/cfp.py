@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Literal
 
 from arcflow.atomic import atomic_dir
+from arcflow.data.protocols.text import text_lines
 from arcflow.errors import DataFormatError
 
 CFPProtocol = Literal["FF", "FP"]
@@ -69,24 +70,11 @@ def image_entry(subject: int, view: Literal["frontal", "profile"], number: int) 
     return f"../Data/Images/{subject:03d}/{view}/{number:02d}.jpg"
 
 
-def _lines(path: Path) -> list[str]:
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise DataFormatError(f"{path}: missing") from None
-    except UnicodeDecodeError as exc:
-        raise DataFormatError(f"{path}: not UTF-8 text ({exc})") from None
-    lines = text.splitlines()
-    while lines and not lines[-1].strip():
-        lines.pop()
-    return lines
-
-
 def read_pair_list(path: str | Path) -> tuple[str, ...]:
     """Parse ``Pair_list_{F,P}.txt``; entry ``k-1`` is the path of index ``k``."""
     path = Path(path)
     entries = []
-    for lineno, line in enumerate(_lines(path), start=1):
+    for lineno, line in enumerate(text_lines(path), start=1):
         fields = line.split()
         if len(fields) != 2:
             raise DataFormatError(
@@ -104,7 +92,7 @@ def read_split_file(path: str | Path, n_first: int, n_second: int) -> tuple[tupl
     """Parse a ``same.txt`` / ``diff.txt``; ``i`` must lie in 1..n_first, ``j`` in 1..n_second."""
     path = Path(path)
     pairs = []
-    for lineno, line in enumerate(_lines(path), start=1):
+    for lineno, line in enumerate(text_lines(path), start=1):
         fields = line.split(",")
         try:
             if len(fields) != 2:

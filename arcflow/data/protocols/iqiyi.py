@@ -14,6 +14,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from arcflow.atomic import atomic_file
+from arcflow.data.protocols.text import exact_lines
 from arcflow.errors import DataFormatError
 
 MAX_RESULTS = 100
@@ -78,13 +79,7 @@ def video_labels(gt: Mapping[int, Sequence[str]]) -> dict[str, int]:
 
 
 def _lines(path: Path) -> list[tuple[int, list[str]]]:
-    try:
-        text = path.read_bytes().decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise DataFormatError(f"{path}: byte offset {exc.start}: not UTF-8 text") from None
-    lines = text.split("\n")
-    if lines[-1] == "":
-        lines.pop()
+    lines = exact_lines(path)
     out = []
     for lineno, line in enumerate(lines, start=1):
         fields = line.split()

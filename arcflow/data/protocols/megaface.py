@@ -26,6 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from arcflow.atomic import atomic_file
+from arcflow.data.protocols.text import exact_lines
 from arcflow.errors import DataFormatError
 
 CV_32F = 5
@@ -218,13 +219,7 @@ class NoiseList:
 def read_noise_list(path: str | Path) -> NoiseList:
     """Parse ``facescrub_noises.txt`` / ``megaface_noises.txt``."""
     path = Path(path)
-    try:
-        text = path.read_bytes().decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise DataFormatError(f"{path}: byte offset {exc.start}: not UTF-8 text") from None
-    lines = text.split("\n")
-    if lines[-1] == "":
-        lines.pop()
+    lines = exact_lines(path)
     for lineno, line in enumerate(lines, start=1):
         if not line.startswith("#") and len(line.strip().split("\t")) > 2:
             raise DataFormatError(

@@ -17,6 +17,7 @@ import numpy as np
 
 from arcflow.atomic import atomic_file
 from arcflow.data.protocols.megaface import HEADER_BYTES, mat_header, parse_mat_header
+from arcflow.data.protocols.text import exact_lines
 from arcflow.errors import DataFormatError
 
 ROWS = 1_862_120
@@ -70,13 +71,7 @@ def create_features(path: str | Path, rows: int, cols: int) -> Iterator[np.memma
 def read_file_list(path: str | Path) -> tuple[str, ...]:
     """The image paths of ``filelist.txt``, in row order."""
     path = Path(path)
-    try:
-        text = path.read_bytes().decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise DataFormatError(f"{path}: byte offset {exc.start}: not UTF-8 text") from None
-    lines = text.split("\n")
-    if lines[-1] == "":
-        lines.pop()
+    lines = exact_lines(path)
     for lineno, line in enumerate(lines, start=1):
         if not line.strip() or line != line.strip():
             raise DataFormatError(f"{path}:{lineno}: expected one image path, got {line!r}")

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Literal
 
 from arcflow.atomic import atomic_file
+from arcflow.data.protocols.text import text_lines
 from arcflow.errors import DataFormatError
 
 DEFAULT_HEADER = "split number, pair number, first name, second name, is same"
@@ -49,19 +50,6 @@ class YTFSplits:
         return tuple(p for p in self.pairs if p.split == number)
 
 
-def _lines(path: Path) -> list[str]:
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise DataFormatError(f"{path}: missing") from None
-    except UnicodeDecodeError as exc:
-        raise DataFormatError(f"{path}: not UTF-8 text ({exc})") from None
-    lines = text.splitlines()
-    while lines and not lines[-1].strip():
-        lines.pop()
-    return lines
-
-
 def _check_video(name: str) -> None:
     person, sep, video = name.partition("/")
     if not sep or not person or not video or "/" in video:
@@ -83,7 +71,7 @@ def _parse(line: str) -> VideoPair:
 def read_splits(path: str | Path) -> YTFSplits:
     """Parse ``splits.txt``; a malformed line raises DataFormatError naming file and line."""
     path = Path(path)
-    lines = _lines(path)
+    lines = text_lines(path)
     if not lines:
         raise DataFormatError(f"{path}: empty splits file")
     header: str | None = lines[0]
