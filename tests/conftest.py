@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -45,13 +46,20 @@ def tiny_release(tmp_path_factory: pytest.TempPathFactory, tiny_synthface: Synth
 
 
 def run_stage(
-    stage: str, *args: str | os.PathLike[str], cwd: Path = ROOT, env: dict[str, str] | None = None
+    stage: str,
+    *args: str | os.PathLike[str],
+    cwd: Path | None = None,
+    env: dict[str, str] | None = None,
 ) -> subprocess.CompletedProcess[str]:
-    """Run ``python -m stages.<stage> ARGS`` the way DVC does, capturing output."""
+    """Run ``python -m stages.<stage> ARGS`` the way DVC does, capturing output.
+
+    It runs in a fresh empty directory unless ``cwd`` is given, so outputs with default
+    relative paths (metrics/, plots/, mlflow.db) never land in the repository.
+    """
     full_env = {**os.environ, "PYTHONPATH": str(ROOT), "CI": "true", **(env or {})}
     return subprocess.run(
         [sys.executable, "-m", f"stages.{stage}", *map(str, args)],
-        cwd=cwd,
+        cwd=cwd or tempfile.mkdtemp(prefix=f"stage-{stage}-"),
         env=full_env,
         capture_output=True,
         text=True,

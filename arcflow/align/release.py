@@ -14,6 +14,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from arcflow.align.imageio import decode_image
 from arcflow.align.template import warp_face
 from arcflow.data.binpairs import save_bin
 from arcflow.data.protocols.ijb import read_name_5pts_score
@@ -26,9 +27,8 @@ from arcflow.progress import progress
 
 
 def _aligned_jpeg(jpeg: bytes, landmarks: np.ndarray, size: int, quality: int, where: str) -> bytes:
-    bgr = cv2.imdecode(np.frombuffer(jpeg, dtype=np.uint8), cv2.IMREAD_COLOR)
-    if bgr is None:
-        raise DataFormatError(f"{where}: not a decodable image")
+    # BadImage (a DataFormatError) names ``where`` and its reason: "<where>: corrupt image: …"
+    bgr = decode_image(jpeg, where=where)
     crop = warp_face(bgr, landmarks, size)
     ok, buf = cv2.imencode(".jpg", crop, [cv2.IMWRITE_JPEG_QUALITY, quality])
     if not ok:
