@@ -10,6 +10,7 @@ cd "$(dirname "$0")/.."
 
 PYTHON=${PYTHON:-python3}
 RETINAFACE="retinaface-pytorch==0.0.8"
+FACENET="facenet-pytorch==2.6.0"
 
 deps_hash=$( { cat pyproject.toml scripts/setup_venv.sh; "$PYTHON" -c 'import sys; print(sys.version)'; } \
   | sha256sum | cut -c1-16)
@@ -31,9 +32,11 @@ if [ ! -f "$target/$stamp_name" ]; then
   pip=("$target/bin/python" -m pip --disable-pip-version-check)
   "${pip[@]}" install -q --upgrade pip "setuptools>=77" wheel
   "${pip[@]}" install -q -e ".[test]"
-  # retinaface-pytorch pins torch==1.9 and albumentations==1.0; its inference code runs on
-  # the versions above, so it goes in without its pins.
-  "${pip[@]}" install -q --no-deps "$RETINAFACE"
+  # retinaface-pytorch pins torch==1.9 and albumentations==1.0, facenet-pytorch (MTCNN, its
+  # weights in the wheel) torch<2.3, numpy<2 and Pillow<10.3; their inference code runs on
+  # the versions above, so they go in without their pins. facenet-pytorch's other imports
+  # (requests, tqdm, Pillow) come with the dependencies above.
+  "${pip[@]}" install -q --no-deps "$RETINAFACE" "$FACENET"
   touch "$target/$stamp_name"
 fi
 
