@@ -19,6 +19,9 @@ def enabled() -> bool:
     return os.environ.get("CI", "").lower() not in ("true", "1")
 
 
-def progress(iterable: Iterable[T], **kwargs: Any) -> tqdm:
-    """``tqdm(iterable)`` honouring :func:`enabled`, printing dynamic width to stderr."""
+def progress(iterable: Iterable[T] | None = None, **kwargs: Any) -> tqdm:
+    """``tqdm(iterable)`` honouring :func:`enabled`, printing dynamic width to stderr.
+
+    Without an iterable it is a manual bar (``total=…``, then ``update(n)``).
+    """
     return tqdm(iterable, disable=not enabled(), dynamic_ncols=True, **kwargs)

@@ -7,7 +7,8 @@ insightface evaluation reads.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections import Counter
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -38,14 +39,25 @@ def _aligned_jpeg(jpeg: bytes, landmarks: np.ndarray, size: int, quality: int, w
 
 @dataclass
 class AlignReport:
-    """What an alignment pass did: counts, and the first few failures with their reasons."""
+    """What an alignment pass did: counts, failures by reason, the first few failures."""
 
     total: int = 0
     aligned: int = 0
     failed: list[str] = field(default_factory=list)
+    reasons: Counter[str] = field(default_factory=Counter)
 
-    def to_dict(self) -> dict[str, int]:
-        return {"total": self.total, "aligned": self.aligned, "failed": len(self.failed)}
+    def fail(self, message: str, reason: str) -> None:
+        """Record one image that could not be aligned, and why."""
+        self.failed.append(message)
+        self.reasons[reason] += 1
+
+    def to_dict(self) -> dict[str, object]:
+        return {
+            "total": self.total,
+            "aligned": self.aligned,
+            "failed": len(self.failed),
+            "failed_by_reason": dict(sorted(self.reasons.items())),
+        }
 
     def check(self, max_bad_fraction: float, where: Path) -> None:
         """Raise if more than ``max_bad_fraction`` of the images could not be aligned."""
@@ -54,6 +66,22 @@ class AlignReport:
                 f"{where}: {len(self.failed)} of {self.total} images could not be aligned "
                 f"(more than align.max_bad_fraction={max_bad_fraction}); first: {self.failed[0]}"
             )
+
+
+def contiguous_labels(items: Iterable[tuple[str, bytes]]) -> Iterator[tuple[int, bytes]]:
+    """Number identities 0, 1, … in order of first appearance; each must come as one group.
+
+    Identities whose every image failed never appear, so the labels stay contiguous (the
+    insightface layout needs classes 0..C-1).
+    """
+    label, current, seen = -1, None, set()
+    for position, (identity, crop) in enumerate(items):
+        if identity != current:
+            if identity in seen:
+                raise DataFormatError(f"item {position}: identity {identity} is not grouped")
+            seen.add(identity)
+            label, current = label + 1, identity
+        yield label, crop
 
 
 def align_training_split(
@@ -66,8 +94,7 @@ def align_training_split(
     """
     report = AlignReport()
 
-    def samples() -> Iterator[tuple[int, bytes]]:
-        label, current, seen = -1, None, set()
+    def crops() -> Iterator[tuple[str, bytes]]:
         frames = progress(iter_release(rec), desc="align train", unit="img")
         for position, (name, _number, jpeg, landmarks) in enumerate(frames):
             report.total += 1
@@ -75,17 +102,12 @@ def align_training_split(
             try:
                 crop = _aligned_jpeg(jpeg, landmarks, size, quality, where)
             except DataFormatError as exc:
-                report.failed.append(str(exc))
+                report.fail(str(exc), getattr(exc, "reason", "unreadable"))
                 continue
-            if name != current:
-                if name in seen:
-                    raise DataFormatError(f"{where}: identity {name} is not grouped")
-                seen.add(name)
-                label, current = label + 1, name
             report.aligned += 1
-            yield label, crop
+            yield name, crop
 
-    write_face_dataset(out_dir, samples(), image_size=(size, size))
+    write_face_dataset(out_dir, contiguous_labels(crops()), image_size=(size, size))
     report.check(max_bad_fraction, rec)
     return report
 

@@ -35,7 +35,12 @@ def test_bad_images_are_counted_and_skipped(tiny_release: Path, tmp_path: Path) 
     rec = tmp_path / "train.rec"
     _corrupt(tiny_release / "train.rec", rec, {1})
     report = align_training_split(rec, tmp_path / "out", max_bad_fraction=0.1)
-    assert report.to_dict() == {"total": 24, "aligned": 23, "failed": 1}
+    assert report.to_dict() == {
+        "total": 24,
+        "aligned": 23,
+        "failed": 1,
+        "failed_by_reason": {"corrupt": 1},
+    }
     assert "record 1" in report.failed[0]
     classes, keys, labels = read_face_dataset_index(tmp_path / "out")
     assert (classes, len(keys)) == (6, 23)

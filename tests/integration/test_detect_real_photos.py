@@ -1,10 +1,6 @@
 """The offline detector (MTCNN) on real photos: insightface's sample images.
 
-The photos ship in insightface's sdist on PyPI (``insightface/data/images``): the first run on
-a machine downloads it with pip (about 0.5 MB, plus the build requirements pip fetches to read
-its metadata), checks its SHA-256, extracts only the two images into
-``${XDG_CACHE_HOME:-~/.cache}/arcflow/test-assets/insightface-0.7.3/`` and deletes the
-archive; later runs use the cache. The images are never committed.
+The photos come from insightface's sdist on PyPI, cached per machine (``tests/photos.py``).
 
 Landmark quality is judged after aligning with the project's own similarity fit: the
 residual of the fit onto the 112x112 ArcFace template (transformed landmarks vs template,
@@ -18,14 +14,7 @@ the points must be in insightface's order (left/right by x, eyes above nose abov
 
 from __future__ import annotations
 
-import hashlib
-import os
-import subprocess
-import sys
-import tarfile
-import tempfile
 import time
-from pathlib import Path
 
 import cv2
 import numpy as np
@@ -33,73 +22,20 @@ import pytest
 
 from arcflow.align.detectors import Detection, get_detector
 from arcflow.align.template import estimate_similarity, template_for
+from tests.photos import insightface_photos
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
-INSIGHTFACE = "insightface==0.7.3"
-SDIST = "insightface-0.7.3.tar.gz"
-SDIST_SHA256 = "f191f719612ebb37018f41936814500544cd0f86e6fcd676c023f354c668ddf7"
-IMAGES = {  # name in the cache -> (member of the sdist, SHA-256)
-    "t1.jpg": (
-        "insightface-0.7.3/insightface/data/images/t1.jpg",
-        "47f682e945b659f93a9e490b9c9c4a2a864abe64dace9e1a2893845ddfd69489",
-    ),
-    "Tom_Hanks_54745.png": (
-        "insightface-0.7.3/insightface/data/images/Tom_Hanks_54745.png",
-        "8545da294e8c7c79911169c3915fed8528f1960cd0ed99b92453788ca4275083",
-    ),
-}
 #: People in t1.jpg (counted by eye: the six actors around the poker table).
 T1_FACES = 6
 FRONTAL_TOLERANCE_PX = 3.0
 POSE_TOLERANCE_PX = 12.0
 
 
-def _sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
-def _cache_dir() -> Path:
-    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base) / "arcflow" / "test-assets" / "insightface-0.7.3"
-
-
-def _fetch_images(cache: Path) -> None:
-    """Download the sdist with pip, verify it, extract only the images into ``cache``."""
-    cache.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=cache.parent, prefix=".download-") as tmp:
-        cmd = [
-            sys.executable, "-m", "pip", "download", INSIGHTFACE,
-            "--no-deps", "--no-binary", "insightface", "--disable-pip-version-check",
-            "-q", "-d", tmp,
-        ]  # fmt: skip
-        done = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
-        sdist = Path(tmp) / SDIST
-        if done.returncode != 0 or not sdist.is_file():
-            pytest.fail(f"could not download {INSIGHTFACE} from PyPI:\n{done.stderr[-2000:]}")
-        if _sha256(sdist) != SDIST_SHA256:
-            pytest.fail(f"{SDIST}: SHA-256 {_sha256(sdist)} is not the pinned {SDIST_SHA256}")
-        with tarfile.open(sdist, "r:gz") as archive:
-            for name, (member, digest) in IMAGES.items():
-                info = archive.getmember(member)
-                assert info.isfile(), f"{member} is not a regular file in {SDIST}"
-                data = archive.extractfile(info).read()  # type: ignore[union-attr]
-                assert hashlib.sha256(data).hexdigest() == digest, f"{member}: wrong SHA-256"
-                part = Path(tmp) / name
-                part.write_bytes(data)
-                os.replace(part, cache / name)
-
-
 @pytest.fixture(scope="module")
 def photos() -> dict[str, np.ndarray]:
     """The sample photos (BGR), from the cache, downloaded on the first run."""
-    cache = _cache_dir()
-    if not all(
-        (cache / name).is_file() and _sha256(cache / name) == digest
-        for name, (_, digest) in IMAGES.items()
-    ):
-        _fetch_images(cache)
-    images = {name: cv2.imread(str(cache / name), cv2.IMREAD_COLOR) for name in IMAGES}
+    images = {name: cv2.imread(str(path)) for name, path in insightface_photos().items()}
     assert all(image is not None for image in images.values())
     return images
 
