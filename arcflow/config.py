@@ -111,10 +111,23 @@ class DataParams(Section):
 class AlignParams(Section):
     """Face alignment to the 112x112 ArcFace template."""
 
-    landmarks: Literal["annotations"] = "annotations"
+    detector: Literal["annotations", "mtcnn", "retinaface"] = "annotations"
+    retinaface_weights: str | None = None
+    min_score: Probability = 0.9
+    centre_weight: Probability = 0.5
+    detect_batch: PositiveInt = 16
     image_size: Literal[112] = 112
     jpeg_quality: Annotated[int, Field(ge=50, le=100)] = 95
     max_bad_fraction: Probability = 0.01
+
+    @model_validator(mode="after")
+    def _retinaface_needs_weights(self) -> AlignParams:
+        if self.detector == "retinaface" and not self.retinaface_weights:
+            raise ValueError(
+                "detector 'retinaface' needs retinaface_weights (a file fetched by a source, "
+                "e.g. data/raw/retinaface/Resnet50_Final.pth)"
+            )
+        return self
 
 
 class TrainParams(Section):

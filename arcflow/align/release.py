@@ -45,11 +45,17 @@ class AlignReport:
     aligned: int = 0
     failed: list[str] = field(default_factory=list)
     reasons: Counter[str] = field(default_factory=Counter)
+    failures: list[tuple[str, str]] = field(default_factory=list)
 
     def fail(self, message: str, reason: str) -> None:
         """Record one image that could not be aligned, and why."""
         self.failed.append(message)
+        self.failures.append((reason, message))
         self.reasons[reason] += 1
+
+    def failure_lines(self) -> list[str]:
+        """``reason<TAB>message`` per failed image (the stage's failure report)."""
+        return [f"{reason}\t{message}" for reason, message in self.failures]
 
     def to_dict(self) -> dict[str, object]:
         return {

@@ -68,3 +68,51 @@ def test_nothing_aligned_names_the_reason(tmp_path: Path, mtcnn) -> None:
     cv2.imwrite(str(tmp_path / "faces" / "carol" / "wall.png"), np.zeros((64, 64, 3), np.uint8))
     with pytest.raises(DataFormatError, match=r"1 of 1 images could not be aligned.*no face"):
         align_image_folder(tmp_path / "faces", tmp_path / "out", mtcnn, max_bad_fraction=1.0)
+
+
+def _params(repo_root: Path, tmp_path: Path, **align: object) -> Path:
+    import yaml
+
+    params = yaml.safe_load((repo_root / "params.yaml").read_text())
+    params["align"].update(align)
+    path = tmp_path / "params.yaml"
+    path.write_text(yaml.safe_dump(params))
+    return path
+
+
+def test_stage_aligns_a_folder_with_the_offline_detector(
+    repo_root: Path, folder: Path, tmp_path: Path
+) -> None:
+    import json
+
+    from tests.conftest import run_stage
+
+    params = _params(repo_root, tmp_path, detector="mtcnn", max_bad_fraction=0.5)
+    out, metrics = tmp_path / "aligned", tmp_path / "align.json"
+    proc = run_stage(
+        "align",
+        "--params",
+        params,
+        "--raw",
+        folder,
+        "--out",
+        out,
+        "--metrics",
+        metrics,
+        "--failures",
+        tmp_path / "failures.tsv",
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(metrics.read_text())["train"]["failed_by_reason"] == {
+        "corrupt": 1,
+        "no_face": 1,
+    }
+    failures = (tmp_path / "failures.tsv").read_text().splitlines()
+    assert sorted(line.split("\t")[0] for line in failures) == ["corrupt", "no_face"]
+    assert any("bob/broken.jpg" in line for line in failures)
+    assert (out / "property").read_text() == "2,112,112\n"
+
+    params = _params(repo_root, tmp_path, detector="annotations")
+    proc = run_stage("align", "--params", params, "--raw", folder, "--out", tmp_path / "x")
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr
+    assert "set align.detector to mtcnn" in proc.stderr

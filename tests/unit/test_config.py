@@ -119,6 +119,14 @@ def test_source_names_are_path_safe(tmp_path: Path, shipped: dict) -> None:
         load_params(_write(tmp_path, shipped), ("data",))
 
 
+def test_retinaface_needs_weights(tmp_path: Path, shipped: dict) -> None:
+    shipped["align"]["detector"] = "retinaface"
+    with pytest.raises(ConfigError, match="needs retinaface_weights"):
+        load_params(_write(tmp_path, shipped), ("align",))
+    shipped["align"]["retinaface_weights"] = "data/raw/retinaface/Resnet50_Final.pth"
+    assert load_params(_write(tmp_path, shipped), ("align",)).align.detector == "retinaface"
+
+
 def test_step_schedule_needs_milestones(tmp_path: Path, shipped: dict) -> None:
     shipped["train"]["schedule"] = "step"
     shipped["train"]["step_milestones"] = []
