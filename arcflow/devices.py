@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import platform
 
 import torch
 
@@ -18,3 +19,12 @@ def resolve_device(name: str = "auto") -> torch.device:
     if name == "cpu":
         torch.set_num_threads(max(1, len(os.sched_getaffinity(0))))
     return torch.device(name)
+
+
+def cpu_model() -> str:
+    """The CPU's model name (for benchmark reports)."""
+    try:
+        with open("/proc/cpuinfo", encoding="ascii", errors="replace") as f:
+            return next(ln.split(":", 1)[1].strip() for ln in f if ln.startswith("model name"))
+    except (OSError, StopIteration):
+        return platform.processor() or "unknown CPU"

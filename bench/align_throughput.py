@@ -24,6 +24,7 @@ import numpy as np
 from arcflow.align.imageio import decode_image
 from arcflow.align.template import alignment_matrix, alignment_residual, warp_face
 from arcflow.data.synthface import SynthFaceSpec, iter_images
+from arcflow.devices import cpu_model
 
 FRAME = 250
 QUALITY = 95
@@ -31,12 +32,7 @@ TARGET_WARP = 1000.0  # faces/s per core
 
 
 def machine_line() -> str:
-    model = platform.processor() or "unknown CPU"
-    try:
-        with open("/proc/cpuinfo", encoding="ascii", errors="replace") as f:
-            model = next(ln.split(":", 1)[1].strip() for ln in f if ln.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
+    model = cpu_model()
     load = "/".join(f"{x:.2f}" for x in os.getloadavg())
     return (
         f"{model}, {os.cpu_count()} cores (1 thread used), cv2 {cv2.__version__}, "

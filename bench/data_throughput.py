@@ -34,6 +34,7 @@ from arcflow.data.recordio import FaceRecordDataset, RecordReader, write_face_da
 from arcflow.data.synthface import SynthFaceSpec, iter_images
 from arcflow.data.synthface_release import write_train_split
 from arcflow.data.transforms import decode_rgb, train_augmentation
+from arcflow.devices import cpu_model
 
 QUALITY = 95
 PER_IDENTITY = 16  # SynthFaceParams.train_images_per_identity
@@ -44,12 +45,7 @@ Step = Callable[[], tuple[int, int]]
 
 def machine_line() -> str:
     """CPU model, cores, library versions and the current load average."""
-    model = platform.processor() or "unknown CPU"
-    try:
-        with open("/proc/cpuinfo", encoding="ascii", errors="replace") as f:
-            model = next(ln.split(":", 1)[1].strip() for ln in f if ln.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
+    model = cpu_model()
     return (
         f"{model}, {os.cpu_count()} cores (1 thread used), torch {torch.__version__}, "
         f"cv2 {cv2.__version__}, albumentations {A.__version__}, numpy {np.__version__}, "

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import statistics
 import tempfile
 import time
@@ -35,6 +34,7 @@ import torch
 
 from arcflow.align.detectors import Detector, get_detector, resolve_device
 from arcflow.align.detectors.retinaface import build_network
+from arcflow.devices import cpu_model
 
 
 def default_image() -> Path:
@@ -43,12 +43,7 @@ def default_image() -> Path:
 
 
 def machine_line(device: torch.device) -> str:
-    model = platform.processor() or "unknown CPU"
-    try:
-        with open("/proc/cpuinfo", encoding="ascii", errors="replace") as f:
-            model = next(ln.split(":", 1)[1].strip() for ln in f if ln.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
+    model = cpu_model()
     where = torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU"
     return (
         f"{model}, {os.cpu_count()} cores, torch {torch.__version__} "
