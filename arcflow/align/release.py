@@ -43,15 +43,16 @@ class AlignReport:
 
     total: int = 0
     aligned: int = 0
-    failed: list[str] = field(default_factory=list)
-    reasons: Counter[str] = field(default_factory=Counter)
-    failures: list[tuple[str, str]] = field(default_factory=list)
+    failures: list[tuple[str, str]] = field(default_factory=list)  # (reason, message)
 
     def fail(self, message: str, reason: str) -> None:
         """Record one image that could not be aligned, and why."""
-        self.failed.append(message)
         self.failures.append((reason, message))
-        self.reasons[reason] += 1
+
+    @property
+    def failed(self) -> list[str]:
+        """The failure messages, in order."""
+        return [message for _, message in self.failures]
 
     def failure_lines(self) -> list[str]:
         """``reason<TAB>message`` per failed image (the stage's failure report)."""
@@ -61,16 +62,17 @@ class AlignReport:
         return {
             "total": self.total,
             "aligned": self.aligned,
-            "failed": len(self.failed),
-            "failed_by_reason": dict(sorted(self.reasons.items())),
+            "failed": len(self.failures),
+            "failed_by_reason": dict(sorted(Counter(r for r, _ in self.failures).items())),
         }
 
     def check(self, max_bad_fraction: float, where: Path) -> None:
         """Raise if more than ``max_bad_fraction`` of the images could not be aligned."""
-        if self.total and len(self.failed) / self.total > max_bad_fraction:
+        if self.total and len(self.failures) / self.total > max_bad_fraction:
             raise DataFormatError(
-                f"{where}: {len(self.failed)} of {self.total} images could not be aligned "
-                f"(more than align.max_bad_fraction={max_bad_fraction}); first: {self.failed[0]}"
+                f"{where}: {len(self.failures)} of {self.total} images could not be aligned "
+                f"(more than align.max_bad_fraction={max_bad_fraction}); "
+                f"first: {self.failures[0][1]}"
             )
 
 

@@ -19,7 +19,7 @@ stage can use annotations where a real release would need a detector.
 from __future__ import annotations
 
 import zlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -187,37 +187,31 @@ def _write_aligned_bin(
     path: Path,
     identities: range,
     salt: int,
-    views: tuple[View, int] | tuple[View, int, View, int],
+    sides: Sequence[tuple[View, int]],
 ) -> dict[str, int]:
     """A pre-aligned ``.bin`` pair set (crops warped with the ground-truth landmarks).
 
-    ``views`` is (view, n) for pairs within one image list, or (view_a, n_a, view_b, n_b)
-    for pairs across two (e.g. frontal against profile).
+    ``sides`` holds one ``(view, n_images)`` for pairs within one image list, or two for pairs
+    across lists (the first image of a pair from the first, e.g. frontal against profile).
     """
     path.parent.mkdir(parents=True, exist_ok=True)
     writer = SetWriter(params, path.parent, salt=salt)
     crops: dict[tuple[int, int, int], bytes] = {}
+    last = len(sides) - 1
 
     def crop(side: int, k: int, j: int) -> bytes:
         if (side, k, j) not in crops:
-            bgr, lm = views[2 * side](writer, k, j)  # type: ignore[operator]
+            bgr, lm = sides[side][0](writer, k, j)
             crops[(side, k, j)] = encode_jpeg(warp_face(bgr, lm, 112), 95, str(path))
         return crops[(side, k, j)]
 
-    two = len(views) == 4
-    n_a, n_b = views[1], views[3 if two else 1]
     pairs = fold_pairs(
-        _rng(params, salt),
-        identities,
-        params.val_folds,
-        params.val_pairs_per_fold,
-        n_a,
-        n_b,
-        distinct=not two,  # type: ignore[arg-type]
-    )
+        _rng(params, salt), identities, params.val_folds, params.val_pairs_per_fold,
+        sides[0][1], sides[last][1], distinct=last == 0,
+    )  # fmt: skip
     images: list[bytes] = []
     for k1, a, k2, b, _ in pairs:
-        images += [crop(0, k1, a), crop(1 if two else 0, k2, b)]
+        images += [crop(0, k1, a), crop(last, k2, b)]
     save_bin(path, images, [same for *_, same in pairs])
     return {"images": len(crops), "pairs": len(pairs)}
 
@@ -231,7 +225,7 @@ def write_cfp_fp(params: SynthFaceParams, path: Path, identities: range) -> dict
     def profile(w: SetWriter, k: int, j: int) -> tuple[np.ndarray, np.ndarray]:
         return w.render(k, 1000 + j, yaw_deg=PROFILE_YAW)
 
-    return _write_aligned_bin(params, path, identities, 2, (frontal, 10, profile, 4))
+    return _write_aligned_bin(params, path, identities, 2, [(frontal, 10), (profile, 4)])
 
 
 def write_agedb_30(params: SynthFaceParams, path: Path, identities: range) -> dict[str, int]:
@@ -240,7 +234,7 @@ def write_agedb_30(params: SynthFaceParams, path: Path, identities: range) -> di
     def hard(w: SetWriter, k: int, j: int) -> tuple[np.ndarray, np.ndarray]:
         return w.render(k, j, difficulty=1.0)
 
-    return _write_aligned_bin(params, path, identities, 3, (hard, params.val_images_per_identity))
+    return _write_aligned_bin(params, path, identities, 3, [(hard, params.val_images_per_identity)])
 
 
 def write_ijb(params: SynthFaceParams, out: Path, identities: range) -> dict[str, int]:

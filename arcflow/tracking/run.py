@@ -29,10 +29,6 @@ def tracking_uri(params: TrackingParams, root: Path) -> str:
     return uri
 
 
-def _is_local_default(params: TrackingParams) -> bool:
-    return not os.environ.get(ENV_URI)
-
-
 def configure(params: TrackingParams, root: Path) -> str:
     """Point MLflow at the tracking store and select (or create) the experiment."""
     import mlflow
@@ -42,7 +38,7 @@ def configure(params: TrackingParams, root: Path) -> str:
     mlflow.set_tracking_uri(uri)
     try:
         if mlflow.get_experiment_by_name(params.experiment) is None:
-            local = _is_local_default(params)
+            local = not os.environ.get(ENV_URI)  # the in-repo default store
             location = (root / "mlartifacts").resolve().as_uri() if local else None
             mlflow.create_experiment(params.experiment, artifact_location=location)
         mlflow.set_experiment(params.experiment)

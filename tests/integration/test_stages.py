@@ -56,17 +56,11 @@ def test_missing_section_fails_with_one_line(repo_root: Path, tmp_path: Path) ->
 
 def test_missing_input_names_the_file(repo_root: Path, tmp_path: Path) -> None:
     proc = run_stage(
-        "evaluate",
-        "--params",
-        repo_root / "params.yaml",
-        "--data",
-        repo_root / "tests",
-        "--model",
-        tmp_path / "nope.pt",
-        "--run",
-        tmp_path / "run.json",
-    )
-    assert proc.returncode == 1
+        "train", "--params", repo_root / "params.yaml", "--data", tmp_path / "none",
+        "--out", tmp_path / "models",
+    )  # fmt: skip
+    _assert_one_line_error(proc, str(tmp_path / "none" / "train.rec"))
+    assert not (tmp_path / "models").exists()
     proc = run_stage(
         "align",
         "--params",
