@@ -113,12 +113,15 @@ class AlignParams(Section):
 
     detector: Literal["annotations", "mtcnn", "retinaface"] = "annotations"
     retinaface_weights: str | None = None
+    retinaface_size: Annotated[int, Field(ge=32)] = 640
     min_score: Probability = 0.9
     centre_weight: Probability = 0.5
     detect_batch: PositiveInt = 16
     image_size: Literal[112] = 112
     jpeg_quality: Annotated[int, Field(ge=50, le=100)] = 95
     max_bad_fraction: Probability = 0.01
+    workers: PositiveInt = 1
+    shard_size: PositiveInt = 1000
 
     @model_validator(mode="after")
     def _retinaface_needs_weights(self) -> AlignParams:

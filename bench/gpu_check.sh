@@ -18,4 +18,13 @@ py=${PYTHON:-python3}
     set -- $spec
     timeout 120 "$py" bench/train_throughput.py --backbone "$1" --batch "$2" --device cuda --bf16
   done
+  # batched face detection on the GPU (both backends); the photo travels in the working tree
+  # (copy ~/.cache/arcflow/test-assets/t1.jpg to .gl/t1.jpg before the call)
+  photo=.gl/t1.jpg
+  [ -f "$photo" ] || photo=$(ls ~/.cache/arcflow/test-assets/*/t1.jpg 2>/dev/null | head -1)
+  if [ -n "$photo" ] && [ -f "$photo" ]; then
+    timeout 150 "$py" bench/detect_throughput.py --device cuda --batch 16 --image "$photo"
+  else
+    echo "detect_throughput: skipped, no t1.jpg (copy it to .gl/t1.jpg)"
+  fi
 } 2>&1 | tee "$report"

@@ -80,15 +80,19 @@ def write_release(params: SynthFaceParams, out: Path) -> dict[str, object]:
     return counts
 
 
+def decode_frame(payload: bytes, where: str) -> tuple[str, int, bytes, np.ndarray]:
+    """(identity name, image number, JPEG bytes, landmarks (5, 2)) of one split record."""
+    header, jpeg = unpack(payload)
+    if header.flag != LABEL_SIZE:
+        raise DataFormatError(
+            f"{where} has {header.flag} labels, expected {LABEL_SIZE} (identity + 5 landmarks)"
+        )
+    label = np.asarray(header.label, dtype=np.float32)
+    return identity_name(int(label[0])), int(header.id2), jpeg, label[1:].reshape(5, 2)
+
+
 def iter_release(rec_path: Path) -> Iterator[tuple[str, int, bytes, np.ndarray]]:
     """Yield (identity name, image number, JPEG bytes, landmarks (5, 2)) from a split .rec."""
     with RecordReader(rec_path) as reader:
         for position, payload in enumerate(reader):
-            header, jpeg = unpack(payload)
-            if header.flag != LABEL_SIZE:
-                raise DataFormatError(
-                    f"{rec_path}: record {position} has {header.flag} labels, expected "
-                    f"{LABEL_SIZE} (identity + 5 landmarks)"
-                )
-            label = np.asarray(header.label, dtype=np.float32)
-            yield identity_name(int(label[0])), int(header.id2), jpeg, label[1:].reshape(5, 2)
+            yield decode_frame(payload, f"{rec_path}: record {position}")

@@ -93,7 +93,10 @@ def test_download_then_align(repo_root: Path, tmp_path: Path, tiny_synthface) ->
         "megaface",
         "ytf",
     }
-    proc = run_stage("align", "--params", params, "--raw", raw, "--out", aligned)
+    evals = tmp_path / "eval"
+    proc = run_stage(
+        "align", "--params", params, "--raw", raw, "--out", aligned, "--eval-out", evals
+    )
     assert proc.returncode == 0, proc.stderr
     num_classes, keys, labels = read_face_dataset_index(aligned)
     assert num_classes == tiny_synthface.train_identities
@@ -101,10 +104,15 @@ def test_download_then_align(repo_root: Path, tmp_path: Path, tiny_synthface) ->
     assert sorted(set(labels.tolist())) == list(range(num_classes))
     n_pairs = tiny_synthface.val_folds * tiny_synthface.val_pairs_per_fold * 2
     for name in ("lfw", "cfp_fp", "agedb_30"):
-        pairs = load_bin(aligned / f"{name}.bin")
+        pairs = load_bin(evals / f"{name}.bin")
         assert len(pairs.issame) == n_pairs, name
         assert pairs.issame.sum() == n_pairs // 2, name
     assert (aligned / "property").read_text().strip() == f"{num_classes},112,112"
+    assert sorted(p.name for p in (evals / "sets").glob("*.names")) == [
+        "ijbc.names",
+        "megaface.names",
+        "ytf.names",
+    ]
 
 
 def test_failed_align_leaves_no_output(repo_root: Path, tmp_path: Path, tiny_release: Path) -> None:
