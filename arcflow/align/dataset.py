@@ -2,13 +2,15 @@
 
 The training set is a release's unaligned ``train.rec`` (landmarks in each record) or an
 ``<identity>/<image>`` folder (faces found by ``align.detector``). Evaluation sets found in
-the release (:data:`arcflow.align.jobs.EVAL_LAYOUTS`) use their 5-point files, or the
-detector with a centre crop when no face is found. Shipped aligned ``.bin`` sets are
-validated and copied.
+the release (:data:`arcflow.align.jobs.EVAL_LAYOUTS`) use their annotations, or the
+detector with a centre crop when no face is found. Shipped aligned ``.bin`` sets
+(``bins/*.bin``) are validated and copied, unless the same set was aligned from its raw
+release here.
 """
 
 from __future__ import annotations
 
+import logging
 import shutil
 from contextlib import ExitStack
 from dataclasses import dataclass, field
@@ -22,6 +24,8 @@ from arcflow.atomic import atomic_dir
 from arcflow.config import AlignParams
 from arcflow.data.binpairs import load_bin
 from arcflow.errors import ConfigError
+
+log = logging.getLogger("arcflow")
 
 
 @dataclass
@@ -101,6 +105,11 @@ def align_dataset(
                 max_bad_fraction=cfg.max_bad_fraction,
             )
         for path in sorted((raw / "bins").glob("*.bin")):
+            if path.stem in result.reports:
+                log.warning(
+                    "align: %s ignored: %s was aligned from its raw release", path, path.stem
+                )
+                continue
             result.shipped_bins[path.stem] = len(load_bin(path))  # validates it, safely
             shutil.copyfile(path, eval_dir / path.name)
     shutil.rmtree(work, ignore_errors=True)

@@ -5,12 +5,14 @@ An :class:`AlignJob` is a named, ordered list of images plus what to write from 
 - ``train``: a training set, either an unaligned ``train.rec`` whose records carry their
   landmarks (SynthFace) or an ``<identity>/<image>`` folder (faces found by a detector);
   written as an insightface ``train.rec``;
-- ``pairs``: an LFW-layout set (image tree + ``pairs.txt``), written as ``<name>.bin``;
+- ``pairs``: a verification set from its raw release (LFW ``pairs.txt``, AgeDB-30's ``.mat``,
+  CFP's FF/FP splits), written as insightface's ``<name>.bin`` in protocol order;
 - ``set``: an evaluation set addressed by image name (IJB loose crops, MegaFace, YTF frames),
   written as an :mod:`aligned image set <arcflow.data.imageset>` ``sets/<name>``.
 
-Evaluation-set images take their 5 points from the release's annotation file when it has one,
-else from the detector; every one of them must yield a crop (centre crop when no face).
+Evaluation-set images take their 5 points from the release's annotations when it has them
+(5-point files; AgeDB's 68-point ``.pts``), else from the detector; every one of them must
+yield a crop (centre crop when no face).
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from collections.abc import Iterable
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Literal
@@ -26,8 +28,12 @@ from typing import Literal
 import numpy as np
 
 from arcflow.data.imagefolder import IMAGE_EXTENSIONS, scan_image_folder
+from arcflow.data.protocols import agedb
+from arcflow.data.protocols.agedb import five_points, read_agedb_protocol, read_pts
+from arcflow.data.protocols.cfp import CFPProtocol, read_cfp
 from arcflow.data.protocols.ijb import read_name_5pts_score
-from arcflow.data.protocols.lfw import image_path, read_pairs
+from arcflow.data.protocols.lfw import image_path as lfw_image
+from arcflow.data.protocols.lfw import read_pairs
 from arcflow.data.recordio import RecordReader
 from arcflow.errors import DataFormatError
 
@@ -98,42 +104,6 @@ def folder_job(root: Path) -> AlignJob:
     return AlignJob("train", root, items, "train")
 
 
-@dataclass(frozen=True)
-class EvalLayout:
-    """Where an evaluation set sits in a release (paths relative to the release root)."""
-
-    name: str
-    marker: str  # protocol file whose presence means the release has this set
-    images: str  # folder that the set's image names are relative to
-    landmarks: str  # 5-point annotations (IJB ``name_5pts_score`` format), when shipped
-    output: Output = "set"
-
-
-#: The evaluation sets the align stage looks for, in the layouts of their real releases.
-EVAL_LAYOUTS = (
-    EvalLayout("lfw", "lfw/pairs.txt", "lfw", "lfw/landmarks_5pts.txt", output="pairs"),
-    EvalLayout(
-        "ijbb",
-        "ijb/IJBB/meta/ijbb_template_pair_label.txt",
-        "ijb/IJBB/loose_crop",
-        "ijb/IJBB/meta/ijbb_name_5pts_score.txt",
-    ),
-    EvalLayout(
-        "ijbc",
-        "ijb/IJBC/meta/ijbc_template_pair_label.txt",
-        "ijb/IJBC/loose_crop",
-        "ijb/IJBC/meta/ijbc_name_5pts_score.txt",
-    ),
-    EvalLayout(
-        "megaface",
-        "megaface/templatelists/facescrub_features_list.json",
-        "megaface",
-        "megaface/landmarks_5pts.txt",
-    ),
-    EvalLayout("ytf", "ytf/splits.txt", "ytf", "ytf/landmarks_5pts.txt"),
-)
-
-
 def _checked_name(name: str, where: Path) -> str:
     """A relative image name that stays inside its folder."""
     path = PurePosixPath(name)
@@ -156,43 +126,140 @@ def image_files(root: Path) -> list[str]:
     return sorted(found)
 
 
-def _annotations(path: Path) -> dict[str, tuple[float, ...]]:
-    if not path.exists():
-        return {}
-    points = read_name_5pts_score(path)
-    return {
-        _checked_name(str(name), path): tuple(float(v) for v in np.asarray(lm).ravel())
-        for name, lm in zip(points.names.tolist(), points.landmarks, strict=True)
-    }
+Triples = list[tuple[str, str, bool]]  # (image name, image name, same identity)
+Annotations = dict[str, tuple[float, ...]]
 
 
-def _unique(names: Iterable[str]) -> list[str]:
-    return list(dict.fromkeys(names))
+AnnotationReader = Callable[[Path, Path, list[str]], Annotations]  # (set root, images, names)
+
+
+def five_point_file(rel: str) -> AnnotationReader:
+    """Annotations from an IJB-format ``name x1 y1 … x5 y5 score`` file at ``root/rel``."""
+
+    def read(root: Path, _images: Path, _names: list[str]) -> Annotations:
+        path = root / rel
+        if not path.exists():
+            return {}
+        points = read_name_5pts_score(path)
+        return {
+            _checked_name(str(name), path): tuple(float(v) for v in np.asarray(lm).ravel())
+            for name, lm in zip(points.names.tolist(), points.landmarks, strict=True)
+        }
+
+    return read
+
+
+def pts68_sidecars(_root: Path, images: Path, names: list[str]) -> Annotations:
+    """AgeDB: each image's 68 iBUG points in ``<image>.pts`` beside it, reduced to insightface's
+    5 (eye centres, nose tip, mouth corners); images without a ``.pts`` are detected."""
+    found: Annotations = {}
+    for name in names:
+        pts = (images / name).with_suffix(".pts")
+        if pts.exists():
+            found[name] = tuple(float(v) for v in five_points(read_pts(pts)).ravel())
+    return found
+
+
+def lfw_pairs(root: Path) -> Triples:
+    """LFW ``pairs.txt``, in file (= fold) order."""
+    protocol = read_pairs(root / "pairs.txt")
+    return [(lfw_image(p.name1, p.n1), lfw_image(p.name2, p.n2), p.same) for p in protocol.pairs]
+
+
+def agedb_pairs(root: Path) -> Triples:
+    """AgeDB-30's protocol ``.mat``: split 1's 600 pairs, then split 2's, …"""
+    splits = read_agedb_protocol(root / agedb.PROTOCOL_FILE)
+    return [
+        (agedb.image_path(p.first.name), agedb.image_path(p.second.name), p.same)
+        for split in splits
+        for p in split.pairs
+    ]
+
+
+def cfp_pairs(protocol: CFPProtocol) -> Callable[[Path], Triples]:
+    """CFP's ``FF`` or ``FP`` protocol, split by split (same pairs, then different pairs)."""
+
+    def read(root: Path) -> Triples:
+        return [(p.path1, p.path2, p.same) for p in read_cfp(root, protocol)]
+
+    return read
+
+
+#: SynthFace's sets (and any release laid out like them) ship ``landmarks_5pts.txt``.
+_SYNTHFACE_POINTS = five_point_file("landmarks_5pts.txt")
+
+
+@dataclass(frozen=True)
+class EvalLayout:
+    """Where an evaluation set sits in a release and how its protocol names its images.
+
+    ``root`` is relative to the release; ``marker`` (relative to ``root``) is the protocol
+    file whose presence means the release has the set; image names are relative to
+    ``root/images``. Pair sets (``pairs``) align the images
+    their protocol names, in protocol order, into ``<name>.bin``; other sets align the images
+    their annotations list, or every image under ``root``, into an image set.
+    """
+
+    name: str
+    root: str
+    marker: str
+    images: str = "."
+    annotations: AnnotationReader = _SYNTHFACE_POINTS
+    pairs: Callable[[Path], Triples] | None = None
+
+
+#: The evaluation sets the align stage looks for, in the layouts of their real releases.
+EVAL_LAYOUTS = (
+    EvalLayout("lfw", "lfw", "pairs.txt", pairs=lfw_pairs),
+    EvalLayout(
+        "agedb_30", "agedb", agedb.PROTOCOL_FILE, annotations=pts68_sidecars, pairs=agedb_pairs
+    ),
+    EvalLayout("cfp_fp", "cfp", "Protocol/Pair_list_P.txt", pairs=cfp_pairs("FP")),
+    EvalLayout("cfp_ff", "cfp", "Protocol/Pair_list_F.txt", pairs=cfp_pairs("FF")),
+    EvalLayout(
+        "ijbb",
+        "ijb/IJBB",
+        "meta/ijbb_template_pair_label.txt",
+        images="loose_crop",
+        annotations=five_point_file("meta/ijbb_name_5pts_score.txt"),
+    ),
+    EvalLayout(
+        "ijbc",
+        "ijb/IJBC",
+        "meta/ijbc_template_pair_label.txt",
+        images="loose_crop",
+        annotations=five_point_file("meta/ijbc_name_5pts_score.txt"),
+    ),
+    EvalLayout("megaface", "megaface", "templatelists/facescrub_features_list.json"),
+    EvalLayout("ytf", "ytf", "splits.txt"),
+)
 
 
 def eval_job(raw: Path, layout: EvalLayout) -> AlignJob:
     """The evaluation set ``layout`` of the release at ``raw`` (its marker file must exist)."""
-    root = raw / layout.images
-    annotations = _annotations(raw / layout.landmarks)
+    root = raw / layout.root
+    images = root / layout.images
     pairs: tuple[tuple[int, int, bool], ...] = ()
-    if layout.output == "pairs":
-        protocol = read_pairs(raw / layout.marker)
-        sides = [
-            (image_path(p.name1, p.n1), image_path(p.name2, p.n2), p.same) for p in protocol.pairs
-        ]
-        names = _unique(_checked_name(n, raw / layout.marker) for a, b, _ in sides for n in (a, b))
+    if layout.pairs is not None:
+        sides = layout.pairs(root)
+        marker = root / layout.marker
+        names = list(dict.fromkeys(_checked_name(n, marker) for a, b, _ in sides for n in (a, b)))
         position = {name: i for i, name in enumerate(names)}
         pairs = tuple((position[a], position[b], same) for a, b, same in sides)
-    elif annotations:
-        names = list(annotations)
+        annotations = layout.annotations(root, images, names)
     else:
-        names = image_files(root)
+        annotations = layout.annotations(root, images, [])
+        names = list(annotations) or image_files(images)
     if not names:
-        raise DataFormatError(f"{root}: evaluation set {layout.name} has no images")
+        raise DataFormatError(f"{images}: evaluation set {layout.name} has no images")
     items = tuple(Item(name, landmarks=annotations.get(name)) for name in names)
-    return AlignJob(layout.name, root, items, layout.output, pairs)
+    return AlignJob(layout.name, images, items, "pairs" if pairs else "set", pairs)
 
 
 def eval_jobs(raw: Path) -> list[AlignJob]:
     """Every evaluation set of :data:`EVAL_LAYOUTS` present in the release at ``raw``."""
-    return [eval_job(raw, layout) for layout in EVAL_LAYOUTS if (raw / layout.marker).is_file()]
+    return [
+        eval_job(raw, layout)
+        for layout in EVAL_LAYOUTS
+        if (raw / layout.root / layout.marker).is_file()
+    ]

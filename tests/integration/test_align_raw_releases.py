@@ -1,0 +1,126 @@
+"""Verification sets aligned from their raw releases: AgeDB-30 (68-point ``.pts`` beside each
+image, reduced to 5) and CFP (no annotations: the detector, with centre crops when it finds
+nothing), written as insightface ``.bin`` pair sets in protocol order."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from arcflow.align.dataset import align_dataset
+from arcflow.align.template import warp_face
+from arcflow.config import AlignParams
+from arcflow.data.binpairs import load_bin, save_bin
+from arcflow.data.protocols import agedb
+from arcflow.data.protocols.cfp import CFPSplit, image_entry, read_cfp, write_cfp
+from arcflow.data.synthface import SynthFaceSpec, iter_images
+from arcflow.errors import ConfigError
+from tests.integration.test_align_release import _corrupt
+
+pytestmark = pytest.mark.integration
+
+SPEC = SynthFaceSpec(num_identities=4, images_per_identity=4, frame_size=144, seed=3)
+
+
+def _pts68(five: np.ndarray) -> np.ndarray:
+    """68 iBUG points whose insightface 5-point reduction is ``five``."""
+    pts = np.tile(five.mean(axis=0), (68, 1))
+    pts[[36, 39]], pts[[42, 45]] = five[0], five[1]
+    pts[33], pts[48], pts[54] = five[2], five[3], five[4]
+    return pts
+
+
+def _jpeg(bgr: np.ndarray) -> bytes:
+    return cv2.imencode(".jpg", bgr, [cv2.IMWRITE_JPEG_QUALITY, 95])[1].tobytes()
+
+
+@pytest.fixture
+def agedb_release(tiny_release: Path, tmp_path: Path) -> tuple[Path, list, dict]:
+    """A training split plus an AgeDB-layout set: 16 images, 2 splits of 4 pairs."""
+    raw = tmp_path / "raw"
+    _corrupt(tiny_release / "train.rec", raw / "train.rec", set())
+    truth: dict[str, tuple[bytes, np.ndarray]] = {}
+    names = []
+    for identity, index, bgr, five in iter_images(SPEC):
+        name = f"{identity}_Person{identity}_{20 + 10 * index}_m"
+        rel = agedb.image_path(name)
+        (raw / "agedb" / rel).parent.mkdir(parents=True, exist_ok=True)
+        jpeg = _jpeg(bgr)
+        (raw / "agedb" / rel).write_bytes(jpeg)
+        agedb.write_pts((raw / "agedb" / rel).with_suffix(".pts"), _pts68(np.asarray(five)))
+        truth[rel] = (jpeg, np.asarray(five))
+        names.append((identity, name))
+
+    def pair(a: int, b: int) -> agedb.AgeDBPair:
+        (ia, na), (ib, nb) = names[a], names[b]
+        return agedb.AgeDBPair(agedb.AgeDBImage(na, 20), agedb.AgeDBImage(nb, 50), ia == ib)
+
+    splits = [
+        agedb.AgeDBSplit((pair(0, 3), pair(4, 5), pair(0, 4), pair(1, 8))),
+        agedb.AgeDBSplit((pair(8, 11), pair(12, 13), pair(9, 12), pair(2, 15))),
+    ]
+    agedb.write_agedb_protocol(raw / "agedb" / agedb.PROTOCOL_FILE, splits)
+    return raw, splits, truth
+
+
+def test_agedb_from_68_point_annotations(agedb_release, tmp_path: Path) -> None:
+    raw, splits, truth = agedb_release
+    (raw / "bins").mkdir()
+    save_bin(raw / "bins" / "agedb_30.bin", [b"stale"] * 2, [True])  # superseded, not copied
+    result = align_dataset(raw, tmp_path / "train", AlignParams(), eval_out=tmp_path / "eval")
+    assert result is not None and result.shipped_bins == {}
+    assert result.reports["agedb_30"].aligned == 12  # the 12 images the pairs name
+    pairs = load_bin(tmp_path / "eval" / "agedb_30.bin")
+    expected = [p for split in splits for p in split.pairs]
+    assert pairs.issame.tolist() == [p.same for p in expected] == [True, True, False, False] * 2
+    for k, p in enumerate(expected):  # protocol order; each crop from the ground-truth points
+        for side, image in enumerate((p.first, p.second)):
+            jpeg, five = truth[agedb.image_path(image.name)]
+            frame = cv2.imdecode(np.frombuffer(jpeg, np.uint8), cv2.IMREAD_COLOR)
+            assert pairs.images[2 * k + side] == _jpeg(warp_face(frame, five, 112))
+
+
+@pytest.fixture
+def cfp_release(tiny_release: Path, tmp_path: Path) -> Path:
+    """A training split plus a CFP-layout set: 4 subjects x (2 frontal + 2 profile) images,
+    FF and FP protocols of 10 splits of 2 same + 2 different pairs."""
+    raw = tmp_path / "raw"
+    _corrupt(tiny_release / "train.rec", raw / "train.rec", set())
+    frontal, profile = [], []
+    for identity, index, bgr, _five in iter_images(SPEC):
+        view = "frontal" if index < 2 else "profile"
+        entry = image_entry(identity + 1, view, index % 2 + 1)
+        (frontal if view == "frontal" else profile).append(entry)
+        path = raw / "cfp" / "Protocol" / entry
+        path.parent.mkdir(parents=True, exist_ok=True)
+        black = np.zeros((90, 60, 3), np.uint8)  # subject 1's first frontal image: no face
+        path.write_bytes(_jpeg(black if entry == frontal[0] else bgr))
+    split = CFPSplit(same=((1, 2), (3, 4)), diff=((1, 3), (5, 8)))  # the release has 10 splits
+    write_cfp(raw / "cfp", frontal, profile, {"FF": [split] * 10, "FP": [split] * 10})
+    return raw
+
+
+def test_cfp_needs_a_detector(cfp_release: Path, tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="cfp_fp, cfp_ff come without landmark annotations"):
+        align_dataset(cfp_release, tmp_path / "train", AlignParams())
+
+
+@pytest.mark.slow
+def test_cfp_with_the_detector_and_centre_crops(cfp_release: Path, tmp_path: Path) -> None:
+    cfg = AlignParams(detector="mtcnn")
+    result = align_dataset(cfp_release, tmp_path / "train", cfg, eval_out=tmp_path / "eval")
+    assert result is not None
+    for name, protocol, n_pairs in (("cfp_fp", "FP", 40), ("cfp_ff", "FF", 40)):
+        report = result.reports[name]
+        assert report.aligned == report.total and not report.failures
+        assert report.centre_crops >= 1  # the black frontal image 01 of subject 1 has no face
+        pairs = load_bin(tmp_path / "eval" / f"{name}.bin")
+        expected = read_cfp(cfp_release / "cfp", protocol)
+        assert len(pairs.issame) == n_pairs == len(expected)
+        assert pairs.issame.tolist() == [p.same for p in expected]
+        crops = [cv2.imdecode(np.frombuffer(j, np.uint8), 1) for j in pairs.images]
+        assert all(crop.shape == (112, 112, 3) for crop in crops)
+        assert crops[0].max() == 0  # pair 1's first image: the black one, centre-cropped
