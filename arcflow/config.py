@@ -136,9 +136,15 @@ class AlignParams(Section):
 class TrainParams(Section):
     """Backbone, margin head and optimisation."""
 
-    backbone: Literal["iresnet18", "iresnet34", "iresnet50", "iresnet100", "iresnet200"] = (
-        "iresnet18"
-    )
+    backbone: Literal[
+        "iresnet18",
+        "iresnet34",
+        "iresnet50",
+        "iresnet100",
+        "iresnet200",
+        "mobilefacenet",
+        "mobilefacenet_large",
+    ] = "iresnet18"
     width: Annotated[float, Field(gt=0.0, le=2.0)] = 1.0
     embedding_size: PositiveInt = 512
     dropout: Probability = 0.0
@@ -162,6 +168,15 @@ class TrainParams(Section):
     seed: int = 2048
     device: Literal["auto", "cpu", "cuda"] = "auto"
     num_workers: Annotated[int, Field(ge=0)] = 2
+    straight_through: bool = False
+    devices: Literal["auto"] | PositiveInt = 1
+    grad_accumulation: PositiveInt = 1
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
+    no_decay_bn_bias: bool = False
+    channels_last: bool = True
+    compile: bool = False
+    deterministic: bool = False
+    checkpoint_every: Annotated[int, Field(ge=0)] = 0
 
     @model_validator(mode="after")
     def _milestones_need_step(self) -> TrainParams:

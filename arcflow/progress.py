@@ -19,9 +19,10 @@ def enabled() -> bool:
     return os.environ.get("CI", "").lower() not in ("true", "1")
 
 
-def progress(iterable: Iterable[T] | None = None, **kwargs: Any) -> tqdm:
+def progress(iterable: Iterable[T] | None = None, *, hide: bool = False, **kwargs: Any) -> tqdm:
     """``tqdm(iterable)`` honouring :func:`enabled`, printing dynamic width to stderr.
 
-    Without an iterable it is a manual bar (``total=…``, then ``update(n)``).
+    Without an iterable it is a manual bar (``total=…``, then ``update(n)``). ``hide``
+    silences it regardless (e.g. on every process but the main one).
     """
-    return tqdm(iterable, disable=not enabled(), dynamic_ncols=True, **kwargs)
+    return tqdm(iterable, disable=hide or not enabled(), dynamic_ncols=True, **kwargs)

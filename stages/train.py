@@ -1,16 +1,25 @@
 """Stage train: train the backbone with a margin head on the aligned RecordIO dataset.
 
-Opens the pipeline's MLflow run (its id goes to ``<out>/mlflow_run.json`` for the later
-stages), logs params and per-step loss/lr/throughput, saves ``<out>/backbone.pt``, and
-writes DVC metrics and a loss plot.
+With ``train.devices`` > 1 the stage relaunches itself under torchrun (DDP: NCCL on GPUs,
+gloo on CPU). Checkpoints go to ``--checkpoints`` every ``train.checkpoint_every`` steps; a
+rerun of the same run (same params and data) resumes from the last one, into the same MLflow
+run. The main process logs params and per-step loss/lr/throughput to MLflow, saves
+``<out>/backbone.pt`` and ``<out>/mlflow_run.json`` (for the later stages), and writes DVC
+metrics and a loss plot; the checkpoints are removed once the model is saved.
 """
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
+import json
+import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import mlflow
+import torch.distributed as dist
 
 from arcflow.atomic import write_csv, write_json
 from arcflow.config import read_params_file
@@ -18,7 +27,8 @@ from arcflow.data.faces import AlignedFaceDataset
 from arcflow.data.transforms import train_augmentation
 from arcflow.models.saving import save_backbone
 from arcflow.tracking.run import flatten, start_run
-from arcflow.train.loop import train_model
+from arcflow.train import distributed
+from arcflow.train.loop import TrainResult, train_model
 from stages.common import log, params, parser, run
 
 
@@ -32,62 +42,116 @@ def _git_sha() -> str:
         return "unknown"
 
 
+def run_fingerprint(train_params: dict, data: Path, world_size: int) -> str:
+    """Identifies a run: its train params, its data (index file and sizes), its world size."""
+    digest = hashlib.sha256(json.dumps([train_params, world_size], sort_keys=True).encode())
+    for name in ("train.idx", "property"):
+        digest.update((data / name).read_bytes())
+    digest.update(str((data / "train.rec").stat().st_size).encode())
+    return digest.hexdigest()
+
+
+def write_outputs(args, cfg, result: TrainResult) -> dict[str, float]:
+    """backbone.pt, the metrics file and the loss plot; returns the metrics."""
+    save_backbone(args.out / "backbone.pt", result.backbone, cfg.backbone, result.backbone_kwargs)
+    last = result.history[-1]
+    metrics = {
+        "final_loss": last["loss"],
+        "images_per_second": result.images_per_second,
+        "steps": int(last["step"]),
+    }
+    write_json(args.metrics, metrics)
+    write_csv(
+        args.plot,
+        ["step", "epoch", "loss", "lr"],
+        [[int(r["step"]), r["epoch"], r["loss"], r["lr"]] for r in result.history],
+    )
+    return metrics
+
+
 def main() -> None:
     p = parser(__doc__)
     p.add_argument("--data", type=Path, required=True, help="aligned dataset directory")
     p.add_argument("--out", type=Path, required=True, help="model output directory")
     p.add_argument("--metrics", type=Path, default=Path("metrics/train.json"))
     p.add_argument("--plot", type=Path, default=Path("plots/train_loss.csv"))
+    p.add_argument(
+        "--checkpoints", type=Path, default=Path("checkpoints/train"), help="resumable state"
+    )
     args = p.parse_args()
     cfg = params(args, "train", "tracking")
     train_cfg = cfg.train
-    dataset = AlignedFaceDataset(args.data, augment=train_augmentation())
-    log.info(
-        "train: %d images of %d identities, %s x%.2f + %s",
-        len(dataset),
-        dataset.num_classes,
-        train_cfg.backbone,
-        train_cfg.width,
-        train_cfg.head,
-    )
-    root = Path.cwd()
-    tags = {"arcflow.stage": "train", "arcflow.git_sha": _git_sha()}
-    with start_run(
-        cfg.tracking, root, args.out / "mlflow_run.json", run_name="pipeline", tags=tags
-    ) as mlrun:
-        mlflow.log_params(flatten("", read_params_file(args.params)))
-        mlflow.log_params({"dataset.images": len(dataset), "dataset.classes": dataset.num_classes})
-        result = train_model(
-            train_cfg,
-            dataset,
-            dataset.num_classes,
-            log=lambda step, row: mlflow.log_metrics(
-                {f"train.{k}": v for k, v in row.items() if k != "step"}, step=step
-            ),
+    nproc = distributed.resolve_devices(train_cfg.devices, train_cfg.device)
+    code = distributed.relaunch_under_torchrun(nproc, "stages.train", sys.argv[1:])
+    if code is not None:
+        if code:
+            raise SystemExit(code)
+        return
+    ctx = distributed.init(train_cfg.device)
+    try:
+        dataset = AlignedFaceDataset(args.data, augment=train_augmentation())
+        fingerprint = run_fingerprint(train_cfg.model_dump(mode="json"), args.data, ctx.world_size)
+        if ctx.is_main:
+            log.info(
+                "train: %d images of %d identities, %s x%.2f + %s, %d process(es) on %s",
+                len(dataset),
+                dataset.num_classes,
+                train_cfg.backbone,
+                train_cfg.width,
+                train_cfg.head,
+                ctx.world_size,
+                ctx.device,
+            )
+        resume = (args.checkpoints / "rank000.pt").exists()
+        tags = {"arcflow.stage": "train", "arcflow.git_sha": _git_sha()}
+        tracking = (
+            start_run(
+                cfg.tracking,
+                Path.cwd(),
+                args.out / "mlflow_run.json",
+                run_name="pipeline",
+                tags=tags,
+                resume_file=args.checkpoints / "mlflow_run.json",
+                resume=resume,
+            )
+            if ctx.is_main
+            else contextlib.nullcontext()
         )
-        save_backbone(
-            args.out / "backbone.pt", result.backbone, train_cfg.backbone, result.backbone_kwargs
-        )
-        last = result.history[-1]
-        metrics = {
-            "final_loss": last["loss"],
-            "images_per_second": result.images_per_second,
-            "steps": int(last["step"]),
-        }
-        write_json(args.metrics, metrics)
-        write_csv(
-            args.plot,
-            ["step", "epoch", "loss", "lr"],
-            [[int(r["step"]), r["epoch"], r["loss"], r["lr"]] for r in result.history],
-        )
-        mlflow.log_metrics({f"train.{k}": float(v) for k, v in metrics.items()})
-        mlflow.log_artifact(str(args.plot), artifact_path="plots")
-        log.info(
-            "train: loss %.3f, %.0f img/s, MLflow run %s",
-            last["loss"],
-            result.images_per_second,
-            mlrun.info.run_id,
-        )
+        with tracking as mlrun:
+            if ctx.is_main and not resume:
+                mlflow.log_params(flatten("", read_params_file(args.params)))
+                mlflow.log_params(
+                    {"dataset.images": len(dataset), "dataset.classes": dataset.num_classes}
+                )
+            result = train_model(
+                train_cfg,
+                dataset,
+                dataset.num_classes,
+                ctx=ctx,
+                checkpoints=args.checkpoints,
+                fingerprint=fingerprint,
+                log=lambda step, row: mlflow.log_metrics(
+                    {f"train.{k}": v for k, v in row.items() if k != "step"}, step=step
+                ),
+            )
+            if result.resumed_from and ctx.is_main:
+                log.info("train: resumed from the checkpoint of step %d", result.resumed_from)
+            if ctx.is_main:
+                metrics = write_outputs(args, train_cfg, result)
+                mlflow.log_metrics({f"train.{k}": float(v) for k, v in metrics.items()})
+                mlflow.log_artifact(str(args.plot), artifact_path="plots")
+                log.info(
+                    "train: loss %.3f, %.0f img/s, MLflow run %s",
+                    metrics["final_loss"],
+                    metrics["images_per_second"],
+                    mlrun.info.run_id,
+                )
+        if ctx.distributed:
+            dist.barrier()
+        if ctx.is_main:
+            shutil.rmtree(args.checkpoints, ignore_errors=True)
+    finally:
+        distributed.shutdown()
 
 
 if __name__ == "__main__":

@@ -45,6 +45,17 @@ def tiny_release(tmp_path_factory: pytest.TempPathFactory, tiny_synthface: Synth
     return out
 
 
+@pytest.fixture(scope="session")
+def tiny_aligned(tmp_path_factory: pytest.TempPathFactory, tiny_release: Path) -> Path:
+    """The tiny release aligned: the training set (6 identities x 4 crops)."""
+    from arcflow.align.dataset import align_dataset
+    from arcflow.config import AlignParams
+
+    out = tmp_path_factory.mktemp("aligned")
+    align_dataset(tiny_release, out / "train", AlignParams(workers=1), eval_out=out / "eval")
+    return out / "train"
+
+
 def run_stage(
     stage: str,
     *args: str | os.PathLike[str],

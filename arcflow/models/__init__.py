@@ -15,8 +15,9 @@ from arcflow.models.iresnet import (
     iresnet100,
     iresnet200,
 )
+from arcflow.models.mobilefacenet import MobileFaceNet, mobilefacenet, mobilefacenet_large
 
-__all__ = ["IBasicBlock", "IResNet", "get_backbone", "list_backbones"]
+__all__ = ["IBasicBlock", "IResNet", "MobileFaceNet", "get_backbone", "list_backbones"]
 
 _BACKBONES: dict[str, Callable[..., nn.Module]] = {
     "iresnet18": iresnet18,
@@ -24,20 +25,36 @@ _BACKBONES: dict[str, Callable[..., nn.Module]] = {
     "iresnet50": iresnet50,
     "iresnet100": iresnet100,
     "iresnet200": iresnet200,
+    "mobilefacenet": mobilefacenet,
+    "mobilefacenet_large": mobilefacenet_large,
 }
 # insightface's short config names.
-_ALIASES: dict[str, str] = {f"r{name.removeprefix('iresnet')}": name for name in _BACKBONES}
+_ALIASES: dict[str, str] = {
+    **{f"r{n.removeprefix('iresnet')}": n for n in _BACKBONES if n.startswith("iresnet")},
+    "mbf": "mobilefacenet",
+    "mbf_large": "mobilefacenet_large",
+}
+
+
+def _order(name: str) -> tuple[int, int, str]:
+    depth = name.removeprefix("iresnet")
+    if depth.isdigit():
+        return (0, int(depth), name)
+    return (1, 0, name)
 
 
 def list_backbones() -> list[str]:
-    """Canonical backbone names accepted by :func:`get_backbone`."""
-    return sorted(_BACKBONES, key=lambda n: int(n.removeprefix("iresnet")))
+    """Canonical backbone names accepted by :func:`get_backbone`: iresnets by depth, then others
+    by name."""
+    return sorted(_BACKBONES, key=_order)
 
 
 def get_backbone(name: str, **kwargs: object) -> nn.Module:
-    """Build the backbone ``name`` (e.g. ``"iresnet50"`` or ``"r50"``) with ``kwargs``.
+    """Build the backbone ``name`` with ``kwargs``.
 
-    Keyword arguments: ``embedding_size=512, dropout=0.0, width=1.0, fp16=False,
+    Names: ``iresnet18/34/50/100/200`` (aliases ``r18`` .. ``r200``) and ``mobilefacenet`` /
+    ``mobilefacenet_large`` (aliases ``mbf`` / ``mbf_large``); case-insensitive. Keyword
+    arguments, for every backbone: ``embedding_size=512, dropout=0.0, width=1.0, fp16=False,
     input_size=112, zero_init_residual=False``. Raises ``ValueError`` for an unknown name.
     """
     key = name.strip().lower()

@@ -53,15 +53,31 @@ def configure(params: TrackingParams, root: Path) -> str:
 
 @contextlib.contextmanager
 def start_run(
-    params: TrackingParams, root: Path, run_file: Path, *, run_name: str, tags: dict[str, str]
+    params: TrackingParams,
+    root: Path,
+    run_file: Path,
+    *,
+    run_name: str,
+    tags: dict[str, str],
+    resume_file: Path | None = None,
+    resume: bool = False,
 ) -> Iterator[Any]:
-    """Open a new run and record its id in ``run_file`` (written only if the block succeeds)."""
+    """Open a run and record its id in ``run_file`` (written only if the block succeeds).
+
+    With ``resume_file`` the id is also written there at once, and ``resume=True`` reopens the
+    run it names: training killed and resumed goes on logging into the same run.
+    """
     import mlflow
 
     configure(params, root)
-    with mlflow.start_run(run_name=run_name, tags=tags) as run:
+    resumed = resume and resume_file is not None and resume_file.exists()
+    run_id = read_run_id(resume_file) if resumed else None  # type: ignore[arg-type]
+    with mlflow.start_run(run_id=run_id, run_name=None if run_id else run_name, tags=tags) as run:
+        record = {"run_id": run.info.run_id, "experiment": params.experiment}
+        if resume_file is not None:
+            write_json(resume_file, record)
         yield run
-        write_json(run_file, {"run_id": run.info.run_id, "experiment": params.experiment})
+        write_json(run_file, record)
 
 
 def read_run_id(run_file: Path) -> str:

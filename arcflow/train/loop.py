@@ -1,28 +1,40 @@
 """The training loop: backbone + margin head, SGD with warmup and a decaying schedule.
 
-Readable top to bottom: build model and head, build the loader, then epochs of steps.
+Readable top to bottom: :func:`train_model` builds the model, optimiser and data plan, resumes
+from the last checkpoint of the same run if there is one, then runs steps. A step is
+``train.grad_accumulation`` micro-batches per process (DDP across ``train.devices``), one
+optimiser update, a checkpoint every ``train.checkpoint_every`` steps. Which images a step
+uses depends only on the step number (:mod:`arcflow.train.sampling`), so a resumed run is the
+uninterrupted run.
 """
 
 from __future__ import annotations
 
+import contextlib
+import os
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
+from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, Dataset
 
 from arcflow.config import TrainParams
-from arcflow.devices import resolve_device
 from arcflow.errors import TrainingError
 from arcflow.heads import build_head
 from arcflow.models import get_backbone
 from arcflow.progress import progress
+from arcflow.train import checkpoint
+from arcflow.train.distributed import DistContext
+from arcflow.train.sampling import SeededAugment, StepPlan, StepSampler
 from arcflow.train.schedules import lr_factor
 
 LogFn = Callable[[int, dict[str, float]], None]
@@ -36,6 +48,7 @@ class TrainResult:
     backbone_kwargs: dict[str, Any]
     history: list[dict[str, float]] = field(default_factory=list)
     images_per_second: float = 0.0
+    resumed_from: int = 0
 
 
 def backbone_kwargs(cfg: TrainParams) -> dict[str, Any]:
@@ -50,29 +63,72 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def _seed_worker(worker_id: int) -> None:
-    seed = torch.initial_seed() % 2**32
-    np.random.seed(seed)
-    random.seed(seed)
+def use_deterministic_kernels() -> None:
+    """Deterministic algorithms everywhere (slower; for exact reruns and tests)."""
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    torch.use_deterministic_algorithms(True)
+    torch.backends.cudnn.benchmark = False
 
 
-def make_loader(dataset: Dataset, cfg: TrainParams, device: torch.device) -> DataLoader:
-    """Shuffled, seeded loader dropping the last partial batch (BN needs full batches)."""
-    if len(dataset) < cfg.batch_size:  # type: ignore[arg-type]
-        raise TrainingError(
-            f"train.batch_size={cfg.batch_size} exceeds the dataset size {len(dataset)}"  # type: ignore[arg-type]
-        )
+def autocast_dtype(cfg: TrainParams, device: torch.device) -> torch.dtype | None:
+    """None for fp32; ``auto`` is bf16 on CUDA and fp32 on CPU."""
+    precision = cfg.precision
+    if precision == "auto":
+        precision = "bf16" if device.type == "cuda" else "fp32"
+    return {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
+
+
+def channels_last_is_safe(model: nn.Module, device: torch.device) -> bool:
+    """NHWC on CUDA always; on CPU only when every convolution has at least 16 channels.
+
+    torch 2.14's CPU backward crashes (segfault) on channels-last convolutions of 8 channels
+    (an IResNet at width 0.125); 16 and more were checked to work.
+    """
+    if device.type == "cuda":
+        return True
+    convs = [m for m in model.modules() if isinstance(m, nn.Conv2d)]
+    return all(min(m.in_channels, m.out_channels) >= 16 for m in convs if m.in_channels > 3)
+
+
+class FaceModel(nn.Module):
+    """Backbone and head as one module, so DDP synchronises both; forward returns the loss."""
+
+    def __init__(self, backbone: nn.Module, head: nn.Module, dtype: torch.dtype | None) -> None:
+        super().__init__()
+        self.backbone, self.head, self.dtype = backbone, head, dtype
+
+    def forward(self, images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        with torch.autocast(images.device.type, dtype=self.dtype, enabled=self.dtype is not None):
+            embeddings = self.backbone(images)
+        return F.cross_entropy(self.head(embeddings.float(), labels), labels)
+
+
+def parameter_groups(model: nn.Module, weight_decay: float, no_decay_bn_bias: bool) -> list[dict]:
+    """One group, or two: without weight decay for 1-D parameters (BN, PReLU, biases)."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    if not no_decay_bn_bias:
+        return [{"params": params, "weight_decay": weight_decay}]
+    decay = [p for p in params if p.ndim > 1]
+    rest = [p for p in params if p.ndim <= 1]
+    return [{"params": decay, "weight_decay": weight_decay}, {"params": rest, "weight_decay": 0.0}]
+
+
+def _loader(dataset: Dataset, cfg: TrainParams, sampler: StepSampler, device: torch.device):
     return DataLoader(
-        dataset,
-        batch_size=cfg.batch_size,
-        shuffle=True,
-        drop_last=True,
+        SeededAugment(dataset, cfg.seed),
+        batch_sampler=sampler,
         num_workers=cfg.num_workers,
-        persistent_workers=cfg.num_workers > 0,
         pin_memory=device.type == "cuda",
-        worker_init_fn=_seed_worker,
-        generator=torch.Generator().manual_seed(cfg.seed),
+        prefetch_factor=4 if cfg.num_workers else None,
     )
+
+
+def _mean_over_ranks(value: torch.Tensor, ctx: DistContext) -> torch.Tensor:
+    if ctx.distributed:
+        value = value.clone()
+        dist.all_reduce(value)
+        value /= ctx.world_size
+    return value
 
 
 def train_model(
@@ -80,81 +136,161 @@ def train_model(
     dataset: Dataset,
     num_classes: int,
     *,
+    ctx: DistContext | None = None,
+    checkpoints: Path | None = None,
+    fingerprint: str = "",
     log: LogFn | None = None,
     log_every: int = 10,
 ) -> TrainResult:
-    """Train ``cfg.backbone`` with ``cfg.head`` on ``dataset`` of (image tensor, label)."""
-    seed_everything(cfg.seed)
-    device = resolve_device(cfg.device)
-    kwargs = backbone_kwargs(cfg)
-    backbone = get_backbone(cfg.backbone, **kwargs).to(device)
-    head = build_head(
-        cfg.head, cfg.embedding_size, num_classes, s=cfg.s, m=cfg.m, m1=cfg.m1, m2=cfg.m2, m3=cfg.m3
-    ).to(device)
-    backbone = backbone.to(memory_format=torch.channels_last)  # faster on CUDA and CPU alike
+    """Train ``cfg.backbone`` with ``cfg.head`` on ``dataset`` of (image tensor, label).
 
-    loader = make_loader(dataset, cfg, device)
-    steps_per_epoch = len(loader)
-    total_steps = cfg.epochs * steps_per_epoch
+    ``checkpoints``: folder of this run's checkpoints (resumed from when their
+    ``fingerprint`` matches). ``log(step, row)`` is called on the main process only.
+    """
+    ctx = ctx or DistContext(device=torch.device("cpu"))
+    device = ctx.device
+    seed_everything(cfg.seed)
+    if cfg.deterministic:
+        use_deterministic_kernels()
+    kwargs = backbone_kwargs(cfg)
+    backbone = get_backbone(cfg.backbone, **kwargs)
+    head = build_head(
+        cfg.head,
+        cfg.embedding_size,
+        num_classes,
+        s=cfg.s,
+        m=cfg.m,
+        m1=cfg.m1,
+        m2=cfg.m2,
+        m3=cfg.m3,
+        straight_through=cfg.straight_through,
+    )
+    dtype = autocast_dtype(cfg, device)
+    model = FaceModel(backbone, head, dtype).to(device)
+    channels_last = cfg.channels_last and channels_last_is_safe(model, device)
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last)
     optimizer = torch.optim.SGD(
-        [*backbone.parameters(), *head.parameters()],
+        parameter_groups(model, cfg.weight_decay, cfg.no_decay_bn_bias),
         lr=cfg.lr,
         momentum=cfg.momentum,
-        weight_decay=cfg.weight_decay,
     )
-    schedule = lr_factor(
-        cfg.schedule,
-        total_steps,
-        warmup_steps=round(cfg.warmup_epochs * steps_per_epoch),
-        milestones=[round(e * steps_per_epoch) for e in cfg.step_milestones],
+    plan = StepPlan(
+        len(dataset),  # type: ignore[arg-type]
+        cfg.batch_size,
+        cfg.grad_accumulation,
+        ctx.world_size,
+        cfg.seed,
     )
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
+    if plan.steps_per_epoch < 1:
+        raise TrainingError(
+            f"a global batch of {plan.global_batch} images (train.batch_size x "
+            f"grad_accumulation x devices) exceeds the dataset size {len(dataset)}"  # type: ignore[arg-type]
+        )
+    total_steps = cfg.epochs * plan.steps_per_epoch
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer,
+        lr_factor(
+            cfg.schedule,
+            total_steps,
+            warmup_steps=round(cfg.warmup_epochs * plan.steps_per_epoch),
+            milestones=[round(e * plan.steps_per_epoch) for e in cfg.step_milestones],
+        ),
+    )
+    scaler = torch.amp.GradScaler(device.type, enabled=dtype == torch.float16)
 
     result = TrainResult(backbone=backbone, backbone_kwargs=kwargs)
-    step, seen, started = 0, 0, time.perf_counter()
-    bar = progress(range(total_steps), desc="train", unit="step")
-    for epoch in range(cfg.epochs):
-        backbone.train()
-        head.train()
-        for images, labels in loader:
+    step = 0
+    state = checkpoint.load(checkpoints, ctx.rank, fingerprint) if checkpoints else None
+    if state is not None:
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        scaler.load_state_dict(state["scaler"])
+        checkpoint.set_rng_state(state["rng"])
+        step = result.resumed_from = int(state["step"])
+        result.history = list(state["history"])
+
+    def save_checkpoint() -> None:
+        if checkpoints is None:
+            return
+        checkpoint.save(
+            checkpoints,
+            ctx.rank,
+            {
+                "fingerprint": fingerprint,
+                "step": step,
+                "model": model.state_dict(),
+                "optimizer": optimizer.state_dict(),
+                "scheduler": scheduler.state_dict(),
+                "scaler": scaler.state_dict(),
+                "history": result.history,
+            },
+        )
+
+    trained = model
+    if ctx.distributed:
+        trained = DistributedDataParallel(
+            model, device_ids=[device.index] if device.type == "cuda" else None
+        )
+    if cfg.compile:
+        model.backbone = torch.compile(model.backbone)  # type: ignore[assignment]
+    every = cfg.checkpoint_every or plan.steps_per_epoch
+
+    sampler = StepSampler(plan, ctx.rank, step, total_steps)
+    batches: Iterator[Any] = iter(_loader(dataset, cfg, sampler, device))
+    seen, started = 0, time.perf_counter()
+    bar = progress(total=total_steps, initial=step, desc="train", unit="step", hide=not ctx.is_main)
+    model.train()
+    while step < total_steps:
+        loss_sum = torch.zeros((), device=device)
+        for j in range(cfg.grad_accumulation):
+            images, labels = next(batches)
             images = images.to(device, non_blocking=True)
             labels = labels.to(device, non_blocking=True)
-            images = images.contiguous(memory_format=torch.channels_last)
-            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
-                embeddings = backbone(images)
-            logits = head(embeddings.float(), labels)
-            loss = F.cross_entropy(logits, labels)
-            if not torch.isfinite(loss):
-                raise TrainingError(
-                    f"loss became {loss.item()} at step {step} (epoch {epoch})",
-                    hint="lower train.lr or add warmup (train.warmup_epochs)",
-                )
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            grad_norm = (
-                nn.utils.clip_grad_norm_(backbone.parameters(), cfg.grad_clip)
-                if cfg.grad_clip > 0
-                else torch.tensor(float("nan"))
+            if channels_last:
+                images = images.contiguous(memory_format=torch.channels_last)
+            last = j == cfg.grad_accumulation - 1
+            sync = contextlib.nullcontext() if last or not ctx.distributed else trained.no_sync()
+            with sync:
+                loss = trained(images, labels) / cfg.grad_accumulation
+                scaler.scale(loss).backward()
+            loss_sum += loss.detach()
+            seen += labels.numel() * ctx.world_size
+        loss_value = _mean_over_ranks(loss_sum, ctx)
+        if not torch.isfinite(loss_value):
+            raise TrainingError(
+                f"loss became {loss_value.item()} at step {step}; the last good checkpoint is kept",
+                hint="lower train.lr, add warmup (train.warmup_epochs) or use precision bf16",
             )
-            optimizer.step()
-            scheduler.step()
-            step += 1
-            seen += labels.numel()
-            bar.update(1)
-            if step % log_every == 0 or step == total_steps:
-                rate = seen / (time.perf_counter() - started)
-                row = {
-                    "step": float(step),
-                    "epoch": step / steps_per_epoch,
-                    "loss": loss.item(),
-                    "lr": optimizer.param_groups[0]["lr"],
-                    "grad_norm": float(grad_norm),
-                    "images_per_second": rate,
-                }
-                result.history.append(row)
-                bar.set_postfix(loss=f"{row['loss']:.3f}", img_s=f"{rate:.0f}")
-                if log:
-                    log(step, row)
+        scaler.unscale_(optimizer)
+        grad_norm = (
+            nn.utils.clip_grad_norm_(model.backbone.parameters(), cfg.grad_clip)
+            if cfg.grad_clip > 0
+            else torch.tensor(float("nan"))
+        )
+        scaler.step(optimizer)
+        scaler.update()
+        optimizer.zero_grad(set_to_none=True)
+        scheduler.step()
+        step += 1
+        bar.update(1)
+        if step % every == 0 and step < total_steps:
+            save_checkpoint()
+        if ctx.is_main and (step % log_every == 0 or step == total_steps):
+            rate = seen / (time.perf_counter() - started)
+            row = {
+                "step": float(step),
+                "epoch": step / plan.steps_per_epoch,
+                "loss": loss_value.item(),
+                "lr": optimizer.param_groups[0]["lr"],
+                "grad_norm": float(grad_norm),
+                "images_per_second": rate,
+            }
+            result.history.append(row)
+            bar.set_postfix(loss=f"{row['loss']:.3f}", img_s=f"{rate:.0f}")
+            if log:
+                log(step, row)
     bar.close()
     result.images_per_second = seen / max(time.perf_counter() - started, 1e-9)
     backbone.eval()

@@ -135,7 +135,15 @@ def test_unknown_backbone_raises_value_error() -> None:
 
 
 def test_names_aliases_and_options() -> None:
-    assert list_backbones() == ["iresnet18", "iresnet34", "iresnet50", "iresnet100", "iresnet200"]
+    assert list_backbones() == [
+        "iresnet18",
+        "iresnet34",
+        "iresnet50",
+        "iresnet100",
+        "iresnet200",
+        "mobilefacenet",
+        "mobilefacenet_large",
+    ]
     with torch.device("meta"):
         for short in ("r18", "r34", "r50", "r100", "r200"):
             long = short.replace("r", "iresnet")
