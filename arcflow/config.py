@@ -133,6 +133,15 @@ class AlignParams(Section):
         return self
 
 
+class SphereFaceAnneal(Section):
+    """SphereFace's blend with softmax: λ = max(minimum, base·(1 + gamma·step)^(−power))."""
+
+    base: Annotated[float, Field(ge=0.0)] = 1000.0
+    gamma: Annotated[float, Field(ge=0.0)] = 0.12
+    power: Annotated[float, Field(ge=0.0)] = 1.0
+    minimum: Annotated[float, Field(ge=0.0)] = 5.0
+
+
 class TrainParams(Section):
     """Backbone, margin head and optimisation."""
 
@@ -148,9 +157,9 @@ class TrainParams(Section):
     width: Annotated[float, Field(gt=0.0, le=2.0)] = 1.0
     embedding_size: PositiveInt = 512
     dropout: Probability = 0.0
-    head: Literal["softmax", "norm_softmax", "sphereface", "cosface", "arcface", "combined"] = (
-        "arcface"
-    )
+    head: Literal[
+        "softmax", "norm_softmax", "sphereface", "cosface", "arcface", "combined", "none"
+    ] = "arcface"
     s: Annotated[float, Field(gt=0.0)] = 64.0
     m: Annotated[float, Field(ge=0.0, lt=3.14159)] = 0.5
     m1: Annotated[float, Field(gt=0.0)] = 1.0
@@ -177,11 +186,41 @@ class TrainParams(Section):
     compile: bool = False
     deterministic: bool = False
     checkpoint_every: Annotated[int, Field(ge=0)] = 0
+    extra_losses: list[Literal["intra", "inter", "triplet"]] = Field(default_factory=list)
+    triplet_margin: Annotated[float, Field(ge=0.0)] = 0.35
+    images_per_identity: Annotated[int, Field(ge=0)] = 0
+    partial_fc: bool = False
+    sample_rate: Annotated[float, Field(gt=0.0, le=1.0)] = 1.0
+    sphereface_lambda: SphereFaceAnneal = Field(default_factory=lambda: SphereFaceAnneal())
 
     @model_validator(mode="after")
     def _milestones_need_step(self) -> TrainParams:
         if self.schedule == "step" and not self.step_milestones:
             raise ValueError("schedule 'step' needs step_milestones (epochs at which lr /= 10)")
+        return self
+
+    @model_validator(mode="after")
+    def _losses_fit_the_head(self) -> TrainParams:
+        centred = self.head not in ("softmax", "none")
+        if {"intra", "inter"} & set(self.extra_losses) and not (centred and not self.partial_fc):
+            raise ValueError(
+                "extra_losses intra/inter need a margin head's class centres (head norm_softmax, "
+                "arcface, cosface, sphereface or combined, without partial_fc)"
+            )
+        if self.head == "none" and "triplet" not in self.extra_losses:
+            raise ValueError("head 'none' trains on the extra losses only: add triplet")
+        if "triplet" in self.extra_losses and self.images_per_identity < 2:
+            raise ValueError(
+                "extra_losses triplet needs images_per_identity >= 2 (batches of identities "
+                "x images, so that every anchor has positives)"
+            )
+        if self.images_per_identity and self.batch_size % self.images_per_identity:
+            raise ValueError(
+                f"batch_size {self.batch_size} must be a multiple of images_per_identity "
+                f"{self.images_per_identity}"
+            )
+        if self.partial_fc and not centred:
+            raise ValueError("partial_fc needs a margin head (not softmax or none)")
         return self
 
 

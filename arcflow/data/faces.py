@@ -23,6 +23,11 @@ class AlignedFaceDataset(Dataset[tuple[torch.Tensor, int]]):
     def num_classes(self) -> int:
         return self.records.num_classes
 
+    @property
+    def labels(self) -> list[int]:
+        """The label of every image, in dataset order (read from the index, no decoding)."""
+        return self.records.index.labels.tolist()
+
     def __len__(self) -> int:
         return len(self.records)
 

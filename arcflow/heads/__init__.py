@@ -7,7 +7,8 @@ from arcflow.heads.margins import (
     MarginHead,
     SoftmaxHead,
     build_head,
+    head_margins,
     margin_target,
 )
 
-__all__ = ["HEAD_KINDS", "MarginHead", "SoftmaxHead", "build_head", "margin_target"]
+__all__ = ["HEAD_KINDS", "MarginHead", "SoftmaxHead", "build_head", "head_margins", "margin_target"]

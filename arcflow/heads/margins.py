@@ -117,6 +117,8 @@ class MarginHead(_CrossEntropyLoss, nn.Module):
         self.m3 = float(m3)
         self.straight_through = straight_through
         self.eps = eps
+        #: SphereFace's annealing λ: target = (λ·cos θ + ψ(θ)) / (1 + λ); 0 = no blending.
+        self.blend = 0.0
         self.weight = nn.Parameter(torch.empty(num_classes, embedding_size))
         nn.init.normal_(self.weight, 0.0, 0.01)
 
@@ -143,6 +145,8 @@ class MarginHead(_CrossEntropyLoss, nn.Module):
                 target = cos_t + shift
             else:
                 target = margin_target(cos_t, self.m1, self.m2, self.m3, eps=self.eps)
+            if self.blend > 0:
+                target = (self.blend * cos_t + target) / (1.0 + self.blend)
             return self.s * cos.scatter(1, index, target)
 
     def extra_repr(self) -> str:
@@ -165,6 +169,23 @@ class SoftmaxHead(_CrossEntropyLoss, nn.Module):
         return self.fc(embeddings.to(self.fc.weight.dtype))
 
 
+def head_margins(
+    kind: str, *, m: float = 0.5, m1: float = 1.0, m2: float = 0.0, m3: float = 0.0
+) -> tuple[float, float, float]:
+    """``(m1, m2, m3)`` of a margin head kind: ``norm_softmax`` none, ``sphereface`` ``m1``,
+    ``cosface`` ``m3 = m``, ``arcface`` ``m2 = m``, ``combined`` all three as given."""
+    margins = {
+        "norm_softmax": (1.0, 0.0, 0.0),
+        "sphereface": (m1, 0.0, 0.0),
+        "cosface": (1.0, 0.0, m),
+        "arcface": (1.0, m, 0.0),
+        "combined": (m1, m2, m3),
+    }
+    if kind not in margins:
+        raise ValueError(f"unknown margin head kind {kind!r}; allowed: {', '.join(margins)}")
+    return margins[kind]
+
+
 def build_head(
     kind: str,
     embedding_size: int,
@@ -179,25 +200,13 @@ def build_head(
 ) -> nn.Module:
     """Build a head by kind.
 
-    ``softmax``: :class:`SoftmaxHead`. ``norm_softmax``: margins 0. ``sphereface``: ``m1``
-    only (multiplicative). ``cosface``: ``m3 = m``. ``arcface``: ``m2 = m``. ``combined``:
-    ``m1, m2, m3`` as given. Raises ``ValueError`` for an unknown kind.
+    ``softmax``: :class:`SoftmaxHead`; margin kinds: :class:`MarginHead` with the margins of
+    :func:`head_margins`. Raises ``ValueError`` for an unknown kind.
     """
-    # TODO(training): SphereFace's original recipe anneals its margin (a lambda blend with
-    # plain softmax) over training; that schedule belongs to the trainer, not here.
     key = kind.strip().lower()
-    margins = {
-        "norm_softmax": (1.0, 0.0, 0.0),
-        "sphereface": (m1, 0.0, 0.0),
-        "cosface": (1.0, 0.0, m),
-        "arcface": (1.0, m, 0.0),
-        "combined": (m1, m2, m3),
-    }
     if key == "softmax":
         return SoftmaxHead(embedding_size, num_classes)
-    if key not in margins:
-        raise ValueError(f"unknown head kind {kind!r}; allowed: {', '.join(HEAD_KINDS)}")
-    k1, k2, k3 = margins[key]
+    k1, k2, k3 = head_margins(key, m=m, m1=m1, m2=m2, m3=m3)
     return MarginHead(
         embedding_size,
         num_classes,

@@ -14,7 +14,7 @@ import contextlib
 import os
 import random
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -29,13 +29,16 @@ from torch.utils.data import DataLoader, Dataset
 
 from arcflow.config import TrainParams
 from arcflow.errors import TrainingError
-from arcflow.heads import build_head
+from arcflow.heads import MarginHead, build_head, head_margins
+from arcflow.heads.partial_fc import PartialFC
+from arcflow.heads.terms import extra_loss
 from arcflow.models import get_backbone
 from arcflow.progress import progress
 from arcflow.train import checkpoint
 from arcflow.train.distributed import DistContext
+from arcflow.train.samplers import IdentityBatchSampler
 from arcflow.train.sampling import SeededAugment, StepPlan, StepSampler
-from arcflow.train.schedules import lr_factor
+from arcflow.train.schedules import lr_factor, sphereface_lambda
 
 LogFn = Callable[[int, dict[str, float]], None]
 
@@ -91,16 +94,81 @@ def channels_last_is_safe(model: nn.Module, device: torch.device) -> bool:
 
 
 class FaceModel(nn.Module):
-    """Backbone and head as one module, so DDP synchronises both; forward returns the loss."""
+    """Backbone, head and extra loss terms as one module; forward returns the loss.
 
-    def __init__(self, backbone: nn.Module, head: nn.Module, dtype: torch.dtype | None) -> None:
+    ``head`` is a margin/softmax head (cross-entropy on its logits), a
+    :class:`~arcflow.heads.partial_fc.PartialFC` (which returns its loss) or None (the
+    extra terms alone, e.g. the paper's Triplet row).
+    """
+
+    def __init__(
+        self,
+        backbone: nn.Module,
+        head: nn.Module | None,
+        dtype: torch.dtype | None,
+        terms: Sequence[str] = (),
+        triplet_margin: float = 0.35,
+    ) -> None:
         super().__init__()
         self.backbone, self.head, self.dtype = backbone, head, dtype
+        self.terms, self.triplet_margin = tuple(terms), triplet_margin
 
     def forward(self, images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         with torch.autocast(images.device.type, dtype=self.dtype, enabled=self.dtype is not None):
             embeddings = self.backbone(images)
-        return F.cross_entropy(self.head(embeddings.float(), labels), labels)
+        embeddings = embeddings.float()
+        head = _unwrapped(self.head)
+        if head is None:
+            loss = embeddings.new_zeros(())
+        elif isinstance(head, PartialFC):
+            loss = self.head(embeddings, labels)  # type: ignore[misc]
+        else:
+            loss = F.cross_entropy(self.head(embeddings, labels), labels)  # type: ignore[misc]
+        if self.terms:
+            loss = loss + extra_loss(self.terms, embeddings, labels, head, self.triplet_margin)
+        return loss
+
+
+def _unwrapped(module: nn.Module | None) -> nn.Module | None:
+    return module.module if isinstance(module, DistributedDataParallel) else module
+
+
+def make_head(cfg: TrainParams, num_classes: int) -> nn.Module | None:
+    """The head ``train.head`` names (a Partial FC one with ``train.partial_fc``)."""
+    if cfg.head == "none":
+        return None
+    if not cfg.partial_fc:
+        return build_head(
+            cfg.head,
+            cfg.embedding_size,
+            num_classes,
+            s=cfg.s,
+            m=cfg.m,
+            m1=cfg.m1,
+            m2=cfg.m2,
+            m3=cfg.m3,
+            straight_through=cfg.straight_through,
+        )
+    m1, m2, m3 = head_margins(cfg.head, m=cfg.m, m1=cfg.m1, m2=cfg.m2, m3=cfg.m3)
+    return PartialFC(
+        cfg.embedding_size,
+        num_classes,
+        s=cfg.s,
+        m1=m1,
+        m2=m2,
+        m3=m3,
+        sample_rate=cfg.sample_rate,
+        straight_through=cfg.straight_through,
+        seed=cfg.seed,
+    )
+
+
+def data_parallel(module: nn.Module | None, device: torch.device) -> nn.Module | None:
+    """DDP around a module with parameters (a Partial FC head has none: it is sharded)."""
+    if module is None or not any(p.requires_grad for p in module.parameters()):
+        return module
+    ids = [device.index] if device.type == "cuda" else None
+    return DistributedDataParallel(module, device_ids=ids, broadcast_buffers=False)
 
 
 def parameter_groups(model: nn.Module, weight_decay: float, no_decay_bn_bias: bool) -> list[dict]:
@@ -154,19 +222,9 @@ def train_model(
         use_deterministic_kernels()
     kwargs = backbone_kwargs(cfg)
     backbone = get_backbone(cfg.backbone, **kwargs)
-    head = build_head(
-        cfg.head,
-        cfg.embedding_size,
-        num_classes,
-        s=cfg.s,
-        m=cfg.m,
-        m1=cfg.m1,
-        m2=cfg.m2,
-        m3=cfg.m3,
-        straight_through=cfg.straight_through,
-    )
+    head = make_head(cfg, num_classes)
     dtype = autocast_dtype(cfg, device)
-    model = FaceModel(backbone, head, dtype).to(device)
+    model = FaceModel(backbone, head, dtype, cfg.extra_losses, cfg.triplet_margin).to(device)
     channels_last = cfg.channels_last and channels_last_is_safe(model, device)
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
@@ -175,12 +233,20 @@ def train_model(
         lr=cfg.lr,
         momentum=cfg.momentum,
     )
+    identities = None
+    if cfg.images_per_identity:
+        labels = getattr(dataset, "labels", None)
+        if labels is None:
+            raise TrainingError("train.images_per_identity needs a dataset that lists its labels")
+        k = cfg.images_per_identity
+        identities = IdentityBatchSampler(labels, cfg.batch_size // k, k, seed=cfg.seed)
     plan = StepPlan(
         len(dataset),  # type: ignore[arg-type]
         cfg.batch_size,
         cfg.grad_accumulation,
         ctx.world_size,
         cfg.seed,
+        identities,
     )
     if plan.steps_per_epoch < 1:
         raise TrainingError(
@@ -228,13 +294,19 @@ def train_model(
             },
         )
 
+    compiled = torch.compile(backbone) if cfg.compile else backbone
     trained = model
-    if ctx.distributed:
-        trained = DistributedDataParallel(
-            model, device_ids=[device.index] if device.type == "cuda" else None
+    if ctx.distributed:  # the same modules, wrapped: gradients are averaged over processes
+        trained = FaceModel(
+            data_parallel(compiled, device),  # type: ignore[arg-type]
+            data_parallel(head, device),
+            dtype,
+            cfg.extra_losses,
+            cfg.triplet_margin,
         )
-    if cfg.compile:
-        model.backbone = torch.compile(model.backbone)  # type: ignore[assignment]
+    elif cfg.compile:
+        trained = FaceModel(compiled, head, dtype, cfg.extra_losses, cfg.triplet_margin)
+    synced = [m for m in (trained.backbone, trained.head) if isinstance(m, DistributedDataParallel)]
     every = cfg.checkpoint_every or plan.steps_per_epoch
 
     sampler = StepSampler(plan, ctx.rank, step, total_steps)
@@ -243,6 +315,8 @@ def train_model(
     bar = progress(total=total_steps, initial=step, desc="train", unit="step", hide=not ctx.is_main)
     model.train()
     while step < total_steps:
+        if isinstance(head, MarginHead) and cfg.head == "sphereface":
+            head.blend = sphereface_lambda(step, **cfg.sphereface_lambda.model_dump())
         loss_sum = torch.zeros((), device=device)
         for j in range(cfg.grad_accumulation):
             images, labels = next(batches)
@@ -251,8 +325,10 @@ def train_model(
             if channels_last:
                 images = images.contiguous(memory_format=torch.channels_last)
             last = j == cfg.grad_accumulation - 1
-            sync = contextlib.nullcontext() if last or not ctx.distributed else trained.no_sync()
-            with sync:
+            with contextlib.ExitStack() as sync:
+                if not last:  # gradients are averaged over processes once per step
+                    for module in synced:
+                        sync.enter_context(module.no_sync())
                 loss = trained(images, labels) / cfg.grad_accumulation
                 scaler.scale(loss).backward()
             loss_sum += loss.detach()
@@ -269,6 +345,15 @@ def train_model(
             if cfg.grad_clip > 0
             else torch.tensor(float("nan"))
         )
+        if isinstance(head, PartialFC):  # its centres: SGD on the sampled rows only
+            group = optimizer.param_groups[0]
+            head.step(
+                group["lr"],
+                momentum=cfg.momentum,
+                weight_decay=cfg.weight_decay,
+                grad_scale=scaler.get_scale() if scaler.is_enabled() else None,
+            )
+            head.zero_grad()
         scaler.step(optimizer)
         scaler.update()
         optimizer.zero_grad(set_to_none=True)

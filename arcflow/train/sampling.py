@@ -8,6 +8,8 @@ the distributed softmax need full batches). Global batch ``s`` is cut into
 
 - one process accumulating 2 micro-batches sees exactly what 2 DDP ranks see together;
 - resuming at any step needs only that step number: no sampler state to save;
+- with ``identities`` (a P×K :class:`IdentityBatchSampler`, for the triplet loss) the epoch
+  order is its batches back to back, so each micro-batch is one P×K batch;
 - every item is an ``(epoch, index)`` key, and :class:`SeededAugment` seeds the augmentation of
   that key from it, so an item is the same whichever worker process loads it, and when.
 """
@@ -16,10 +18,12 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 from torch.utils.data import Dataset, Sampler
+
+from arcflow.train.samplers import IdentityBatchSampler
 
 Key = tuple[int, int]  # (epoch, dataset index)
 
@@ -33,6 +37,7 @@ class StepPlan:
     accumulation: int = 1
     world_size: int = 1
     seed: int = 0
+    identities: IdentityBatchSampler | None = field(default=None, compare=False)
 
     @property
     def global_batch(self) -> int:
@@ -43,6 +48,10 @@ class StepPlan:
         return self.size // self.global_batch
 
     def permutation(self, epoch: int) -> torch.Tensor:
+        """The epoch's image order: a permutation, or P×K identity batches back to back."""
+        if self.identities is not None:
+            self.identities.set_epoch(epoch)
+            return torch.tensor([i for batch in self.identities for i in batch])
         generator = torch.Generator().manual_seed(_mix(self.seed, epoch))
         return torch.randperm(self.size, generator=generator)
 

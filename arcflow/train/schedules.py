@@ -32,3 +32,8 @@ def lr_factor(
         return 0.5 * (1.0 + math.cos(math.pi * progress))
 
     return factor
+
+
+def sphereface_lambda(step: int, base: float, gamma: float, power: float, minimum: float) -> float:
+    """SphereFace's softmax blend at ``step``: ``max(minimum, base·(1 + gamma·step)^(−power))``."""
+    return max(minimum, base * (1.0 + gamma * step) ** (-power))

@@ -139,3 +139,25 @@ def test_invalid_yaml_names_line(tmp_path: Path) -> None:
     path.write_text("train:\n  lr: [0.1\n")
     with pytest.raises(ConfigError, match=r"params\.yaml: line \d+"):
         load_params(path)
+
+
+@pytest.mark.parametrize(
+    ("train", "fragment"),
+    [
+        ({"head": "softmax", "extra_losses": ["intra"]}, "intra/inter need a margin head"),
+        ({"partial_fc": True, "extra_losses": ["inter"]}, "without partial_fc"),
+        ({"head": "none"}, "add triplet"),
+        ({"extra_losses": ["triplet"]}, "images_per_identity >= 2"),
+        ({"images_per_identity": 5}, "multiple of images_per_identity"),
+        ({"head": "softmax", "partial_fc": True}, "partial_fc needs a margin head"),
+        ({"sample_rate": 0.0}, "train.sample_rate"),
+    ],
+)
+def test_loss_settings_must_fit_the_head(
+    tmp_path: Path, shipped: dict, train: dict, fragment: str
+) -> None:
+    shipped["train"].update(train)
+    path = tmp_path / "params.yaml"
+    path.write_text(yaml.safe_dump(shipped))
+    with pytest.raises(ConfigError, match=fragment):
+        load_params(path, ["train"])
