@@ -111,6 +111,7 @@ class DataParams(Section):
 class AlignParams(Section):
     """Face alignment to the 112x112 ArcFace template."""
 
+    source: Annotated[str, Field(pattern=r"^[A-Za-z0-9_.-]+$")] = "synthface"
     detector: Literal["annotations", "mtcnn", "retinaface"] = "annotations"
     retinaface_weights: str | None = None
     retinaface_size: Annotated[int, Field(ge=32)] = 640

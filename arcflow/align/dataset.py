@@ -1,11 +1,12 @@
 """Align a whole raw dataset: its training set, its evaluation sets, shipped ``.bin`` sets.
 
-The training set is a release's unaligned ``train.rec`` (landmarks in each record) or an
-``<identity>/<image>`` folder (faces found by ``align.detector``). Evaluation sets found in
-the release (:data:`arcflow.align.jobs.EVAL_LAYOUTS`) use their annotations, or the
+The training set is a release's unaligned ``train.rec`` (landmarks in each record), an
+``<identity>/<image>`` folder (faces found by ``align.detector``), or an insightface release
+that is aligned already (``train.rec`` + ``property``: validated and copied). Evaluation sets
+found in the release (:data:`arcflow.align.jobs.EVAL_LAYOUTS`) use their annotations, or the
 detector with a centre crop when no face is found. Shipped aligned ``.bin`` sets
-(``bins/*.bin``) are validated and copied, unless the same set was aligned from its raw
-release here.
+(``bins/*.bin``, or ``*.bin`` beside an aligned release's ``train.rec``) are validated and
+copied, unless the same set was aligned from its raw release here.
 """
 
 from __future__ import annotations
@@ -23,7 +24,8 @@ from arcflow.align.shards import align_shards
 from arcflow.atomic import atomic_dir
 from arcflow.config import AlignParams
 from arcflow.data.binpairs import load_bin
-from arcflow.errors import ConfigError
+from arcflow.data.recordio import read_face_dataset_index, read_face_property
+from arcflow.errors import ConfigError, DataFormatError
 
 log = logging.getLogger("arcflow")
 
@@ -46,8 +48,12 @@ class AlignedDataset:
 
 def find_jobs(raw: Path, cfg: AlignParams) -> list[AlignJob]:
     """The training set and the evaluation sets of ``raw``; checks a detector is set if needed."""
-    train = release_job(raw / "train.rec") if (raw / "train.rec").exists() else folder_job(raw)
-    jobs = [train, *eval_jobs(raw)]
+    if is_aligned_release(raw):
+        jobs = eval_jobs(raw)  # the training set passes through
+    elif (raw / "train.rec").exists():
+        jobs = [release_job(raw / "train.rec"), *eval_jobs(raw)]
+    else:
+        jobs = [folder_job(raw), *eval_jobs(raw)]
     unannotated = [job.name for job in jobs if job.needs_detector]
     if unannotated and cfg.detector == "annotations":
         raise ConfigError(
@@ -59,6 +65,24 @@ def find_jobs(raw: Path, cfg: AlignParams) -> list[AlignJob]:
     if unannotated and cfg.detector == "retinaface" and weights and not Path(weights).is_file():
         raise FileNotFoundError(2, "no such file", weights)
     return jobs
+
+
+def is_aligned_release(raw: Path) -> bool:
+    """An insightface release (``train.rec`` + ``property``, e.g. MS1MV2's faces_emore) is
+    aligned already: its training set is validated and copied, not aligned again."""
+    return (raw / "train.rec").is_file() and (raw / "property").is_file()
+
+
+def _copy_aligned_training_set(raw: Path, out: Path) -> AlignReport:
+    classes, keys, labels = read_face_dataset_index(raw)  # validates header0 and the index
+    found = int(labels.max()) + 1 if len(labels) else 0
+    if read_face_property(raw)[0] != found or classes != found:
+        raise DataFormatError(
+            f"{raw / 'property'}: class count differs from the {found} labels in train.rec"
+        )
+    for name in ("train.rec", "train.idx", "property"):
+        shutil.copyfile(raw / name, out / name)
+    return AlignReport(total=len(keys), aligned=len(keys))
 
 
 def default_work_dir(out: Path) -> Path:
@@ -96,6 +120,8 @@ def align_dataset(
         eval_dir = train_dir
         if eval_out is not None and eval_out.resolve() != out.resolve():
             eval_dir = outputs.enter_context(atomic_dir(eval_out))
+        if is_aligned_release(raw):
+            result.reports["train"] = _copy_aligned_training_set(raw, train_dir)
         for job in jobs:
             result.reports[job.name] = write_job(
                 stores[job.name],
@@ -104,7 +130,10 @@ def align_dataset(
                 image_size=cfg.image_size,
                 max_bad_fraction=cfg.max_bad_fraction,
             )
-        for path in sorted((raw / "bins").glob("*.bin")):
+        shipped = sorted((raw / "bins").glob("*.bin"))
+        if is_aligned_release(raw):  # faces_emore keeps lfw.bin, cfp_fp.bin … beside train.rec
+            shipped += sorted(raw.glob("*.bin"))
+        for path in shipped:
             if path.stem in result.reports:
                 log.warning(
                     "align: %s ignored: %s was aligned from its raw release", path, path.stem

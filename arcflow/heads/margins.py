@@ -73,6 +73,18 @@ def margin_target(
     return torch.where(in_range, margined, extension) - m3
 
 
+def check_head_args(embedding_size: int, num_classes: int, s: float, m1: float) -> None:
+    """The constructor arguments every margin head shares, checked with clear messages."""
+    if embedding_size < 1 or num_classes < 1:
+        raise ValueError(
+            f"embedding_size and num_classes must be positive, got {embedding_size}, {num_classes}"
+        )
+    if s <= 0:
+        raise ValueError(f"scale s must be positive, got {s}")
+    if m1 <= 0:
+        raise ValueError(f"m1 must be positive, got {m1}")
+
+
 class _CrossEntropyLoss:
     """Adds ``loss(embeddings, labels)``: mean cross-entropy on the head's logits."""
 
@@ -102,15 +114,7 @@ class MarginHead(_CrossEntropyLoss, nn.Module):
         eps: float = 1e-7,
     ) -> None:
         super().__init__()
-        if embedding_size < 1 or num_classes < 1:
-            raise ValueError(
-                f"embedding_size and num_classes must be positive, got {embedding_size}, "
-                f"{num_classes}"
-            )
-        if s <= 0:
-            raise ValueError(f"scale s must be positive, got {s}")
-        if m1 <= 0:
-            raise ValueError(f"m1 must be positive, got {m1}")
+        check_head_args(embedding_size, num_classes, s, m1)
         self.s = float(s)
         self.m1 = float(m1)
         self.m2 = float(m2)

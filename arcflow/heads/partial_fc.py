@@ -68,7 +68,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.autograd.function import FunctionCtx
 
-from arcflow.heads.margins import margin_target
+from arcflow.heads.margins import check_head_args, margin_target
 
 #: Standard deviation of the ``N(0, INIT_STD)`` centre initialisation.
 INIT_STD = 0.01
@@ -248,15 +248,7 @@ class PartialFC(nn.Module):
         eps: float = 1e-7,
     ) -> None:
         super().__init__()
-        if embedding_size < 1 or num_classes < 1:
-            raise ValueError(
-                f"embedding_size and num_classes must be positive, got {embedding_size}, "
-                f"{num_classes}"
-            )
-        if s <= 0:
-            raise ValueError(f"scale s must be positive, got {s}")
-        if m1 <= 0:
-            raise ValueError(f"m1 must be positive, got {m1}")
+        check_head_args(embedding_size, num_classes, s, m1)
         if not 0.0 < sample_rate <= 1.0:
             raise ValueError(f"sample_rate must be in (0, 1], got {sample_rate}")
         if dist.is_available() and dist.is_initialized():

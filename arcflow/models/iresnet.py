@@ -71,6 +71,18 @@ class IBasicBlock(nn.Module):
         return out + identity
 
 
+def check_backbone_args(embedding_size: int, dropout: float, width: float, input_size: int) -> None:
+    """The constructor arguments every backbone shares, checked with one clear message each."""
+    if embedding_size < 1:
+        raise ValueError(f"embedding_size must be positive, got {embedding_size}")
+    if not 0.0 <= dropout < 1.0:
+        raise ValueError(f"dropout must be in [0, 1), got {dropout}")
+    if width <= 0:
+        raise ValueError(f"width must be positive, got {width}")
+    if input_size < 16:
+        raise ValueError(f"input_size must be at least 16, got {input_size}")
+
+
 class IResNet(nn.Module):
     """IResNet mapping ``(N, 3, input_size, input_size)`` images to ``(N, embedding_size)``.
 
@@ -100,14 +112,7 @@ class IResNet(nn.Module):
         super().__init__()
         if len(layers) != 4 or any(n < 1 for n in layers):
             raise ValueError(f"layers must be four positive block counts, got {list(layers)}")
-        if embedding_size < 1:
-            raise ValueError(f"embedding_size must be positive, got {embedding_size}")
-        if not 0.0 <= dropout < 1.0:
-            raise ValueError(f"dropout must be in [0, 1), got {dropout}")
-        if width <= 0:
-            raise ValueError(f"width must be positive, got {width}")
-        if input_size < 16:
-            raise ValueError(f"input_size must be at least 16, got {input_size}")
+        check_backbone_args(embedding_size, dropout, width, input_size)
         self.fp16 = fp16
         self.amp_dtype = amp_dtype
         self.embedding_size = embedding_size

@@ -21,7 +21,7 @@ from contextlib import AbstractContextManager, nullcontext
 import torch
 from torch import nn
 
-from arcflow.models.iresnet import scaled_width
+from arcflow.models.iresnet import check_backbone_args, scaled_width
 
 #: (blocks per group, trunk scale) of insightface's get_mbf / get_mbf_large.
 VARIANTS: dict[str, tuple[tuple[int, int, int, int], int]] = {
@@ -150,14 +150,7 @@ class MobileFaceNet(nn.Module):
             raise ValueError(f"blocks must be four positive block counts, got {list(blocks)}")
         if scale < 1:
             raise ValueError(f"scale must be positive, got {scale}")
-        if embedding_size < 1:
-            raise ValueError(f"embedding_size must be positive, got {embedding_size}")
-        if not 0.0 <= dropout < 1.0:
-            raise ValueError(f"dropout must be in [0, 1), got {dropout}")
-        if width <= 0:
-            raise ValueError(f"width must be positive, got {width}")
-        if input_size < 16:
-            raise ValueError(f"input_size must be at least 16, got {input_size}")
+        check_backbone_args(embedding_size, dropout, width, input_size)
         self.fp16 = fp16
         self.amp_dtype = amp_dtype
         self.embedding_size = embedding_size

@@ -187,7 +187,7 @@ def _loader(dataset: Dataset, cfg: TrainParams, sampler: StepSampler, device: to
         batch_sampler=sampler,
         num_workers=cfg.num_workers,
         pin_memory=device.type == "cuda",
-        prefetch_factor=4 if cfg.num_workers else None,
+        prefetch_factor=2 if cfg.num_workers else None,
     )
 
 

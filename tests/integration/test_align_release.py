@@ -198,3 +198,19 @@ def test_bad_shard_argument_is_one_line(repo_root: Path, tmp_path: Path) -> None
     proc = run_stage("align", "--params", repo_root / "params.yaml", *args)
     assert proc.returncode == 2 and "need 0 <= i < n" in proc.stderr
     shutil.rmtree(tmp_path / "out", ignore_errors=True)
+
+
+def test_aligned_insightface_release_passes_through(tiny_aligned: Path, tmp_path: Path) -> None:
+    """faces_emore's layout: aligned train.rec/.idx/property with .bin sets beside them."""
+    raw = tmp_path / "faces_emore"
+    shutil.copytree(tiny_aligned, raw)
+    shutil.copyfile(tiny_aligned.parent / "eval" / "lfw.bin", raw / "lfw.bin")
+    train, evals = tmp_path / "train", tmp_path / "eval"
+    result = align_dataset(raw, train, AlignParams(), eval_out=evals)
+    assert result is not None and result.reports["train"].to_dict()["aligned"] == 24
+    assert result.shipped_bins == {"lfw": 40}
+    for name in ("train.rec", "train.idx", "property"):
+        assert (train / name).read_bytes() == (raw / name).read_bytes()
+    (raw / "property").write_text("7,112,112\n")
+    with pytest.raises(DataFormatError, match="class count differs"):
+        align_dataset(raw, tmp_path / "again", AlignParams())
