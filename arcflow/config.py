@@ -187,6 +187,7 @@ class TrainParams(Section):
     compile: bool = False
     deterministic: bool = False
     checkpoint_every: Annotated[int, Field(ge=0)] = 0
+    val_every: Annotated[int, Field(ge=0)] = 0
     extra_losses: list[Literal["intra", "inter", "triplet"]] = Field(default_factory=list)
     triplet_margin: Annotated[float, Field(ge=0.0)] = 0.35
     images_per_identity: Annotated[int, Field(ge=0)] = 0

@@ -3,9 +3,10 @@
 With ``train.devices`` > 1 the stage relaunches itself under torchrun (DDP: NCCL on GPUs,
 gloo on CPU). Checkpoints go to ``--checkpoints`` every ``train.checkpoint_every`` steps; a
 rerun of the same run (same params and data) resumes from the last one, into the same MLflow
-run. The main process logs params and per-step loss/lr/throughput to MLflow, saves
-``<out>/backbone.pt`` and ``<out>/mlflow_run.json`` (for the later stages), and writes DVC
-metrics and a loss plot; the checkpoints are removed once the model is saved.
+run. The main process logs params and per-step loss/lr/throughput to MLflow, verifies on the
+``--val`` .bin sets every ``train.val_every`` steps (MLflow ``val.<set>``, ``--val-plot``),
+saves ``<out>/backbone.pt`` and ``<out>/mlflow_run.json`` (for the later stages), and writes
+DVC metrics and plots; the checkpoints are removed once the model is saved.
 """
 
 from __future__ import annotations
@@ -16,15 +17,22 @@ import json
 import shutil
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import mlflow
+import numpy as np
 import torch.distributed as dist
+from torch import nn
 
 from arcflow.atomic import write_csv, write_json
 from arcflow.config import read_params_file
+from arcflow.data.binpairs import load_bin
 from arcflow.data.faces import AlignedFaceDataset
 from arcflow.data.transforms import train_augmentation
+from arcflow.errors import DataFormatError
+from arcflow.evaluate.embed import embed_crops
+from arcflow.evaluate.verification import evaluate_pairs
 from arcflow.models.saving import save_backbone
 from arcflow.tracking.run import flatten, start_run
 from arcflow.train import distributed
@@ -51,6 +59,26 @@ def run_fingerprint(train_params: dict, data: Path, world_size: int) -> str:
     return digest.hexdigest()
 
 
+def _metric_name(key: str) -> str:
+    return key if key.startswith("val.") else f"train.{key}"
+
+
+def verifier(folder: Path, device) -> Callable[[nn.Module], dict[str, float]]:
+    """Accuracy on every .bin pair set of ``folder`` (insightface's 10-fold procedure)."""
+    sets = {path.stem: load_bin(path) for path in sorted(folder.glob("*.bin"))}
+    if not sets:
+        raise DataFormatError(f"{folder}: no .bin pair sets to verify on")
+
+    def validate(backbone: nn.Module) -> dict[str, float]:
+        accuracy = {}
+        for name, pairs in sets.items():
+            emb = embed_crops(backbone, pairs.images, batch_size=64, device=device, desc=name)
+            accuracy[name] = evaluate_pairs(emb, np.asarray(pairs.issame)).accuracy
+        return accuracy
+
+    return validate
+
+
 def write_outputs(args, cfg, result: TrainResult) -> dict[str, float]:
     """backbone.pt, the metrics file and the loss plot; returns the metrics."""
     save_backbone(args.out / "backbone.pt", result.backbone, cfg.backbone, result.backbone_kwargs)
@@ -60,6 +88,11 @@ def write_outputs(args, cfg, result: TrainResult) -> dict[str, float]:
         "images_per_second": result.images_per_second,
         "steps": int(last["step"]),
     }
+    if result.validation:
+        names = [k for k in result.validation[0] if k != "step"]
+        rows = [[int(r["step"]), *(r[n] for n in names)] for r in result.validation]
+        write_csv(args.val_plot, ["step", *names], rows)
+        metrics.update({f"val_{n}": result.validation[-1][n] for n in names})
     write_json(args.metrics, metrics)
     write_csv(
         args.plot,
@@ -78,6 +111,8 @@ def main() -> None:
     p.add_argument(
         "--checkpoints", type=Path, default=Path("checkpoints/train"), help="resumable state"
     )
+    p.add_argument("--val", type=Path, help="folder of .bin pair sets to verify on while training")
+    p.add_argument("--val-plot", type=Path, default=Path("plots/train_val.csv"))
     args = p.parse_args()
     cfg = params(args, "train", "tracking")
     train_cfg = cfg.train
@@ -131,8 +166,9 @@ def main() -> None:
                 checkpoints=args.checkpoints,
                 fingerprint=fingerprint,
                 log=lambda step, row: mlflow.log_metrics(
-                    {f"train.{k}": v for k, v in row.items() if k != "step"}, step=step
+                    {_metric_name(k): v for k, v in row.items() if k != "step"}, step=step
                 ),
+                validate=verifier(args.val, ctx.device) if args.val else None,
             )
             if result.resumed_from and ctx.is_main:
                 log.info("train: resumed from the checkpoint of step %d", result.resumed_from)

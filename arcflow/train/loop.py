@@ -11,6 +11,7 @@ uninterrupted run.
 from __future__ import annotations
 
 import contextlib
+import copy
 import os
 import random
 import time
@@ -41,6 +42,8 @@ from arcflow.train.sampling import SeededAugment, StepPlan, StepSampler
 from arcflow.train.schedules import lr_factor, sphereface_lambda
 
 LogFn = Callable[[int, dict[str, float]], None]
+#: Verification during training: ``validate(backbone) -> {set name: accuracy}``.
+ValidateFn = Callable[[nn.Module], dict[str, float]]
 
 
 @dataclass
@@ -50,6 +53,7 @@ class TrainResult:
     backbone: nn.Module
     backbone_kwargs: dict[str, Any]
     history: list[dict[str, float]] = field(default_factory=list)
+    validation: list[dict[str, float]] = field(default_factory=list)  # {"step", <set>: acc}
     images_per_second: float = 0.0
     resumed_from: int = 0
 
@@ -209,11 +213,13 @@ def train_model(
     fingerprint: str = "",
     log: LogFn | None = None,
     log_every: int = 10,
+    validate: ValidateFn | None = None,
 ) -> TrainResult:
     """Train ``cfg.backbone`` with ``cfg.head`` on ``dataset`` of (image tensor, label).
 
     ``checkpoints``: folder of this run's checkpoints (resumed from when their
-    ``fingerprint`` matches). ``log(step, row)`` is called on the main process only.
+    ``fingerprint`` matches). ``log(step, row)`` and, every ``train.val_every`` steps and at
+    the end, ``validate`` (on a copy of the backbone) run on the main process only.
     """
     ctx = ctx or DistContext(device=torch.device("cpu"))
     device = ctx.device
@@ -276,6 +282,7 @@ def train_model(
         checkpoint.set_rng_state(state["rng"])
         step = result.resumed_from = int(state["step"])
         result.history = list(state["history"])
+        result.validation = list(state.get("validation", []))
 
     def save_checkpoint() -> None:
         if checkpoints is None:
@@ -291,6 +298,7 @@ def train_model(
                 "scheduler": scheduler.state_dict(),
                 "scaler": scaler.state_dict(),
                 "history": result.history,
+                "validation": result.validation,
             },
         )
 
@@ -360,6 +368,13 @@ def train_model(
         scheduler.step()
         step += 1
         bar.update(1)
+        due = cfg.val_every and (step % cfg.val_every == 0 or step == total_steps)
+        if validate is not None and ctx.is_main and due:
+            accuracy = validate(copy.deepcopy(backbone))  # evaluation must not touch training
+            result.validation.append({"step": float(step), **accuracy})
+            if log:
+                log(step, {f"val.{name}": value for name, value in accuracy.items()})
+            backbone.train()
         if step % every == 0 and step < total_steps:
             save_checkpoint()
         if ctx.is_main and (step % log_every == 0 or step == total_steps):

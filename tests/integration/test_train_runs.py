@@ -146,3 +146,26 @@ def test_ddp_on_two_processes_matches_one_process_accumulating(
     # bit for bit: halving is exact, so all-reducing 2 gradients and accumulating 2 halves agree
     # (given the same CPU threads per process: the kernels' reductions depend on it)
     assert worst == 0.0, worst
+
+
+def test_verification_while_training(repo_root: Path, tiny_aligned: Path, tmp_path: Path) -> None:
+    import csv
+    import json
+
+    import mlflow
+
+    _params(repo_root, tmp_path, epochs=2, val_every=4, deterministic=False)  # 12 steps
+    evals = tiny_aligned.parent / "eval"
+    proc = run_stage("train", *_train_args(tiny_aligned), "--val", evals, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    with open(tmp_path / "plots" / "train_val.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert [r["step"] for r in rows] == ["4", "8", "12"]
+    assert set(rows[0]) == {"step", "agedb_30", "cfp_fp", "lfw"}
+    assert all(0.0 <= float(r["lfw"]) <= 1.0 for r in rows)
+    metrics = json.loads((tmp_path / "metrics" / "train.json").read_text())
+    assert metrics["val_lfw"] == float(rows[-1]["lfw"])
+    run_id = json.loads((tmp_path / "models" / "mlflow_run.json").read_text())["run_id"]
+    mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    history = mlflow.MlflowClient().get_metric_history(run_id, "val.lfw")
+    assert [m.step for m in history] == [4, 8, 12]
