@@ -143,6 +143,16 @@ class SphereFaceAnneal(Section):
     minimum: Annotated[float, Field(ge=0.0)] = 5.0
 
 
+class AugmentParams(Section):
+    """Probabilities of the training augmentations (0 = off)."""
+
+    hflip: Probability = 0.5
+    downscale: Probability = 0.0
+    blur: Probability = 0.0
+    color: Probability = 0.0
+    grayscale: Probability = 0.0
+
+
 class TrainParams(Section):
     """Backbone, margin head and optimisation."""
 
@@ -194,6 +204,7 @@ class TrainParams(Section):
     partial_fc: bool = False
     sample_rate: Annotated[float, Field(gt=0.0, le=1.0)] = 1.0
     sphereface_lambda: SphereFaceAnneal = Field(default_factory=lambda: SphereFaceAnneal())
+    augment: AugmentParams = Field(default_factory=lambda: AugmentParams())
 
     @model_validator(mode="after")
     def _milestones_need_step(self) -> TrainParams:

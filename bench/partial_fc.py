@@ -71,8 +71,13 @@ def main() -> None:
         for rate in args.rates:
             cmd = [sys.executable, __file__, "--one", str(classes), str(rate)]
             cmd += ["--batch", str(args.batch), "--steps", str(args.steps), "--device", args.device]
-            out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
-            r = json.loads(out.strip().splitlines()[-1])
+            proc = subprocess.run(cmd, capture_output=True, text=True)
+            if proc.returncode == -9:  # the kernel's OOM killer
+                print(f"{classes:>10} {rate:>5} {'killed: out of memory':>19}", flush=True)
+                continue
+            if proc.returncode:
+                raise SystemExit(proc.stderr)
+            r = json.loads(proc.stdout.strip().splitlines()[-1])
             print(f"{classes:>10} {rate:>5} {r['ms']:>9.1f} {r['peak_gib']:>9.2f}", flush=True)
 
 

@@ -124,7 +124,8 @@ def main() -> None:
         return
     ctx = distributed.init(train_cfg.device)
     try:
-        dataset = AlignedFaceDataset(args.data, augment=train_augmentation())
+        augment = train_augmentation(**train_cfg.augment.model_dump())
+        dataset = AlignedFaceDataset(args.data, augment=augment)
         fingerprint = run_fingerprint(train_cfg.model_dump(mode="json"), args.data, ctx.world_size)
         if ctx.is_main:
             log.info(
@@ -148,6 +149,7 @@ def main() -> None:
                 tags=tags,
                 resume_file=args.checkpoints / "mlflow_run.json",
                 resume=resume,
+                system_metrics=True,
             )
             if ctx.is_main
             else contextlib.nullcontext()

@@ -36,6 +36,25 @@ def to_tensor(rgb: np.ndarray) -> torch.Tensor:
     return chw.float().div_(127.5).sub_(1.0)
 
 
-def train_augmentation(hflip: float = 0.5) -> A.Compose:
-    """Training augmentation: horizontal flip (insightface's default)."""
-    return A.Compose([A.HorizontalFlip(p=hflip)])
+def train_augmentation(
+    hflip: float = 0.5,
+    downscale: float = 0.0,
+    blur: float = 0.0,
+    color: float = 0.0,
+    grayscale: float = 0.0,
+) -> A.Compose:
+    """Training augmentation; each argument is the probability of one transform.
+
+    Horizontal flip is insightface's default. The others follow the kinds of its optional DALI
+    augmentations (downscale 0.1, blur 0.2, HSV 0.2, grey 0.1 there): downscale to 25-75% and
+    back up (low-resolution faces), Gaussian blur (sigma 0.5-2), hue/saturation/value shifts,
+    grey (three equal channels). Transforms with probability 0 are left out.
+    """
+    optional = [
+        (downscale, lambda p: A.Downscale(scale_range=(0.25, 0.75), p=p)),
+        (blur, lambda p: A.GaussianBlur(sigma_limit=(0.5, 2.0), p=p)),
+        (color, lambda p: A.HueSaturationValue(p=p)),
+        (grayscale, lambda p: A.ToGray(p=p)),
+    ]
+    steps = [A.HorizontalFlip(p=hflip)] + [make(p) for p, make in optional if p > 0]
+    return A.Compose(steps)

@@ -61,18 +61,25 @@ def start_run(
     tags: dict[str, str],
     resume_file: Path | None = None,
     resume: bool = False,
+    system_metrics: bool = False,
 ) -> Iterator[Any]:
     """Open a run and record its id in ``run_file`` (written only if the block succeeds).
 
     With ``resume_file`` the id is also written there at once, and ``resume=True`` reopens the
     run it names: training killed and resumed goes on logging into the same run.
+    ``system_metrics`` samples CPU, memory, disk, network (and GPU) use into the run.
     """
     import mlflow
 
     configure(params, root)
     resumed = resume and resume_file is not None and resume_file.exists()
     run_id = read_run_id(resume_file) if resumed else None  # type: ignore[arg-type]
-    with mlflow.start_run(run_id=run_id, run_name=None if run_id else run_name, tags=tags) as run:
+    with mlflow.start_run(
+        run_id=run_id,
+        run_name=None if run_id else run_name,
+        tags=tags,
+        log_system_metrics=system_metrics,
+    ) as run:
         record = {"run_id": run.info.run_id, "experiment": params.experiment}
         if resume_file is not None:
             write_json(resume_file, record)

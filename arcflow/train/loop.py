@@ -29,6 +29,7 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, Dataset
 
 from arcflow.config import TrainParams
+from arcflow.devices import resolve_device
 from arcflow.errors import TrainingError
 from arcflow.heads import MarginHead, build_head, head_margins
 from arcflow.heads.partial_fc import PartialFC
@@ -221,7 +222,7 @@ def train_model(
     ``fingerprint`` matches). ``log(step, row)`` and, every ``train.val_every`` steps and at
     the end, ``validate`` (on a copy of the backbone) run on the main process only.
     """
-    ctx = ctx or DistContext(device=torch.device("cpu"))
+    ctx = ctx or DistContext(device=resolve_device(cfg.device))
     device = ctx.device
     seed_everything(cfg.seed)
     if cfg.deterministic:
@@ -325,6 +326,9 @@ def train_model(
     while step < total_steps:
         if isinstance(head, MarginHead) and cfg.head == "sphereface":
             head.blend = sphereface_lambda(step, **cfg.sphereface_lambda.model_dump())
+        # free last step's gradients before the forward pass, so that its activations can reuse
+        # their memory (freeing them after the step measured ~20% slower on CPU: fresh pages)
+        optimizer.zero_grad(set_to_none=True)
         loss_sum = torch.zeros((), device=device)
         for j in range(cfg.grad_accumulation):
             images, labels = next(batches)
@@ -364,13 +368,14 @@ def train_model(
             head.zero_grad()
         scaler.step(optimizer)
         scaler.update()
-        optimizer.zero_grad(set_to_none=True)
         scheduler.step()
         step += 1
         bar.update(1)
         due = cfg.val_every and (step % cfg.val_every == 0 or step == total_steps)
         if validate is not None and ctx.is_main and due:
+            paused = time.perf_counter()
             accuracy = validate(copy.deepcopy(backbone))  # evaluation must not touch training
+            started += time.perf_counter() - paused  # throughput counts training time only
             result.validation.append({"step": float(step), **accuracy})
             if log:
                 log(step, {f"val.{name}": value for name, value in accuracy.items()})

@@ -148,7 +148,9 @@ def test_ddp_on_two_processes_matches_one_process_accumulating(
     assert worst == 0.0, worst
 
 
-def test_verification_while_training(repo_root: Path, tiny_aligned: Path, tmp_path: Path) -> None:
+def test_verification_and_system_metrics_while_training(
+    repo_root: Path, tiny_aligned: Path, tmp_path: Path
+) -> None:
     import csv
     import json
 
@@ -156,7 +158,8 @@ def test_verification_while_training(repo_root: Path, tiny_aligned: Path, tmp_pa
 
     _params(repo_root, tmp_path, epochs=2, val_every=4, deterministic=False)  # 12 steps
     evals = tiny_aligned.parent / "eval"
-    proc = run_stage("train", *_train_args(tiny_aligned), "--val", evals, cwd=tmp_path)
+    env = {"MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL": "1"}
+    proc = run_stage("train", *_train_args(tiny_aligned), "--val", evals, cwd=tmp_path, env=env)
     assert proc.returncode == 0, proc.stderr
     with open(tmp_path / "plots" / "train_val.csv") as f:
         rows = list(csv.DictReader(f))
@@ -167,5 +170,7 @@ def test_verification_while_training(repo_root: Path, tiny_aligned: Path, tmp_pa
     assert metrics["val_lfw"] == float(rows[-1]["lfw"])
     run_id = json.loads((tmp_path / "models" / "mlflow_run.json").read_text())["run_id"]
     mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'mlflow.db'}")
-    history = mlflow.MlflowClient().get_metric_history(run_id, "val.lfw")
-    assert [m.step for m in history] == [4, 8, 12]
+    client = mlflow.MlflowClient()
+    assert [m.step for m in client.get_metric_history(run_id, "val.lfw")] == [4, 8, 12]
+    logged = client.get_run(run_id).data.metrics
+    assert "system/cpu_utilization_percentage" in logged  # system metrics sampled while training

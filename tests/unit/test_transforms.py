@@ -112,3 +112,18 @@ def test_aligned_face_dataset_applies_the_augmentation(tmp_path: Path) -> None:
         tensor, label = dataset[i]
         assert label == labels[i]
         assert torch.equal(tensor, to_tensor(decode_rgb(jpeg)).flip(2))
+
+
+def test_optional_augmentations_change_the_crop_and_keep_its_shape() -> None:
+    rng = np.random.default_rng(0)
+    rgb = rng.integers(0, 256, (112, 112, 3), dtype=np.uint8)
+    names = {"downscale": "Downscale", "blur": "GaussianBlur", "color": "HueSaturationValue",
+             "grayscale": "ToGray"}  # fmt: skip
+    for option, transform in names.items():
+        compose = train_augmentation(hflip=0.0, **{option: 1.0})
+        assert [type(t).__name__ for t in compose.transforms] == ["HorizontalFlip", transform]
+        out = compose(image=rgb)["image"]
+        assert out.shape == rgb.shape and out.dtype == np.uint8 and not np.array_equal(out, rgb)
+    grey = train_augmentation(hflip=0.0, grayscale=1.0)(image=rgb)["image"]
+    assert np.array_equal(grey[..., 0], grey[..., 1]) and np.array_equal(grey[..., 1], grey[..., 2])
+    assert [type(t).__name__ for t in train_augmentation().transforms] == ["HorizontalFlip"]
