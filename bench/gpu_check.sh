@@ -18,6 +18,8 @@ py=${PYTHON:-python3}
     set -- $spec
     timeout 120 "$py" bench/train_throughput.py --backbone "$1" --batch "$2" --device cuda --bf16
   done
+  # Partial FC on the GPU: step time and peak memory by class count and sample rate
+  timeout 240 "$py" bench/partial_fc.py --device cuda --classes 100000 1000000 2000000 --steps 5
   # batched face detection on the GPU (both backends); the photo travels in the working tree
   # (copy ~/.cache/arcflow/test-assets/t1.jpg to .gl/t1.jpg before the call)
   photo=.gl/t1.jpg
