@@ -105,3 +105,27 @@ def test_partial_fc_in_two_ddp_processes(repo_root: Path, tiny_aligned: Path, tm
     proc = run_stage("train", *args, cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     assert "2 process(es)" in proc.stderr and (tmp_path / "models" / "backbone.pt").is_file()
+
+
+class _PoisonedDataset(AlignedFaceDataset):
+    """One image made of NaNs: the step that draws it has a NaN loss."""
+
+    def __getitem__(self, i: int):
+        image, label = super().__getitem__(i)
+        return (torch.full_like(image, float("nan")), label) if i == 7 else (image, label)
+
+
+def test_nan_loss_stops_before_the_bad_update_and_keeps_the_checkpoint(
+    tiny_aligned: Path, tmp_path: Path
+) -> None:
+    from arcflow.errors import TrainingError
+    from arcflow.train import checkpoint
+
+    cfg = TrainParams(**{**BASE, "checkpoint_every": 1})
+    dataset = _PoisonedDataset(tiny_aligned)
+    with pytest.raises(TrainingError, match=r"loss became nan at step (\d+); the last good") as err:
+        train_model(cfg, dataset, dataset.num_classes, checkpoints=tmp_path, fingerprint="f")
+    failed_at = int(err.value.args[0].split("at step ")[1].split(";")[0])
+    state = checkpoint.load(tmp_path, 0, "f")
+    assert state is not None and state["step"] == failed_at  # every good step is kept
+    assert all(torch.isfinite(v).all() for v in state["model"].values() if v.is_floating_point())
