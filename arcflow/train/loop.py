@@ -326,9 +326,6 @@ def train_model(
     while step < total_steps:
         if isinstance(head, MarginHead) and cfg.head == "sphereface":
             head.blend = sphereface_lambda(step, **cfg.sphereface_lambda.model_dump())
-        # free last step's gradients before the forward pass, so that its activations can reuse
-        # their memory (freeing them after the step measured ~20% slower on CPU: fresh pages)
-        optimizer.zero_grad(set_to_none=True)
         loss_sum = torch.zeros((), device=device)
         for j in range(cfg.grad_accumulation):
             images, labels = next(batches)
@@ -342,6 +339,11 @@ def train_model(
                     for module in synced:
                         sync.enter_context(module.no_sync())
                 loss = trained(images, labels) / cfg.grad_accumulation
+                if j == 0:
+                    # freed here, between forward and backward, last step's gradients hand their
+                    # memory straight to this backward's (same sizes): ~20% faster on CPU than
+                    # freeing them before the forward or after the step (fresh pages each time)
+                    optimizer.zero_grad(set_to_none=True)
                 scaler.scale(loss).backward()
             loss_sum += loss.detach()
             seen += labels.numel() * ctx.world_size
