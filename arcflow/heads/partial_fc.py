@@ -59,7 +59,6 @@ identical sampling; loading a shard saved for a different class range raises ``V
 
 from __future__ import annotations
 
-import hashlib
 from typing import Any
 
 import torch
@@ -69,6 +68,7 @@ from torch import nn
 from torch.autograd.function import FunctionCtx
 
 from arcflow.heads.margins import check_head_args, margin_target
+from arcflow.seeding import derive_seed
 
 #: Standard deviation of the ``N(0, INIT_STD)`` centre initialisation.
 INIT_STD = 0.01
@@ -76,12 +76,6 @@ INIT_STD = 0.01
 # a rank builds only the chunks that overlap its shard instead of the whole (C, D) matrix.
 _INIT_CHUNK_ROWS = 8192
 _STATE_VERSION = 1
-
-
-def _mix_seed(*parts: object) -> int:
-    """A 63-bit seed derived deterministically from ``parts`` (independent of PYTHONHASHSEED)."""
-    digest = hashlib.blake2b(":".join(map(str, parts)).encode(), digest_size=8).digest()
-    return int.from_bytes(digest, "little") & ((1 << 63) - 1)
 
 
 def init_centres(
@@ -108,7 +102,7 @@ def init_centres(
     for chunk in range(start // _INIT_CHUNK_ROWS, (stop - 1) // _INIT_CHUNK_ROWS + 1):
         c0 = chunk * _INIT_CHUNK_ROWS
         c1 = min(c0 + _INIT_CHUNK_ROWS, num_classes)
-        gen = torch.Generator().manual_seed(_mix_seed("partial_fc.init", seed, chunk))
+        gen = torch.Generator().manual_seed(derive_seed("partial_fc.init", seed, chunk))
         block = torch.empty(c1 - c0, embedding_size).normal_(0.0, INIT_STD, generator=gen)
         lo, hi = max(start, c0), min(stop, c1)
         out[lo - start : hi - start] = block[lo - c0 : hi - c0].to(dtype)
@@ -308,7 +302,7 @@ class PartialFC(nn.Module):
         else:
             device = all_labels.device
             gen = torch.Generator(device=device)
-            gen.manual_seed(_mix_seed("partial_fc.sample", self.seed, self.rank, step))
+            gen.manual_seed(derive_seed("partial_fc.sample", self.seed, self.rank, step))
             score = torch.rand(self.num_local, generator=gen, device=device)
             score[positives] = 2.0
             index = torch.topk(score, self.num_sample, sorted=False).indices.sort().values

@@ -28,7 +28,7 @@ gradient is 0 instead of ``inf``/NaN.
   label) in the batch, ``p*`` is the positive at the *largest* angle and ``n*`` the negative at
   the *smallest* angle. Anchors without both are skipped; with none left the loss is a zero that
   is still connected to the embeddings' graph. Pair this with a P×K identity sampler
-  (:class:`arcflow.train.samplers.IdentityBatchSampler`) so that every anchor has positives.
+  (:class:`arcflow.train.identity_batches.IdentityBatchSampler`) so that every anchor has positives.
 
 :func:`extra_loss` sums a selection of these terms (the classification loss of the head is not
 included; the trainer adds ``head.loss``). All terms compute in fp32 (or fp64 if given fp64), with

@@ -38,7 +38,7 @@ from arcflow.models import get_backbone
 from arcflow.progress import progress
 from arcflow.train import checkpoint
 from arcflow.train.distributed import DistContext
-from arcflow.train.samplers import IdentityBatchSampler
+from arcflow.train.identity_batches import IdentityBatchSampler
 from arcflow.train.sampling import SeededAugment, StepPlan, StepSampler
 from arcflow.train.schedules import lr_factor, sphereface_lambda
 

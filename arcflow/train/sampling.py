@@ -16,14 +16,14 @@ the distributed softmax need full batches). Global batch ``s`` is cut into
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 import torch
 from torch.utils.data import Dataset, Sampler
 
-from arcflow.train.samplers import IdentityBatchSampler
+from arcflow.seeding import derive_seed
+from arcflow.train.identity_batches import IdentityBatchSampler
 
 Key = tuple[int, int]  # (epoch, dataset index)
 
@@ -52,7 +52,7 @@ class StepPlan:
         if self.identities is not None:
             self.identities.set_epoch(epoch)
             return torch.tensor([i for batch in self.identities for i in batch])
-        generator = torch.Generator().manual_seed(_mix(self.seed, epoch))
+        generator = torch.Generator().manual_seed(derive_seed(self.seed, epoch))
         return torch.randperm(self.size, generator=generator)
 
     def micro_batches(
@@ -97,12 +97,6 @@ class StepSampler(Sampler[list[Key]]):
             yield from self.plan.micro_batches(step, self.rank, epoch_order[epoch])
 
 
-def _mix(*numbers: int) -> int:
-    """A 63-bit seed from integers (stable across processes and Python versions)."""
-    digest = hashlib.blake2b(repr(numbers).encode(), digest_size=8).digest()
-    return int.from_bytes(digest, "little") >> 1
-
-
 class SeededAugment(Dataset):
     """Items by ``(epoch, index)`` key, the augmentation seeded from ``(seed, epoch, index)``.
 
@@ -120,5 +114,5 @@ class SeededAugment(Dataset):
         epoch, index = key
         augment = getattr(self.dataset, "augment", None)
         if augment is not None:
-            augment.set_random_seed(_mix(self.seed, epoch, index) % 2**32)
+            augment.set_random_seed(derive_seed(self.seed, epoch, index) % 2**32)
         return self.dataset[index]

@@ -14,8 +14,8 @@ import yaml
 from arcflow.config import TrainParams
 from arcflow.data.faces import AlignedFaceDataset
 from arcflow.heads.margins import MarginHead
+from arcflow.train.identity_batches import IdentityBatchSampler
 from arcflow.train.loop import FaceModel, make_head, train_model
-from arcflow.train.samplers import IdentityBatchSampler
 from arcflow.train.sampling import StepPlan
 from arcflow.train.schedules import sphereface_lambda
 from tests.conftest import run_stage

@@ -11,7 +11,7 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from arcflow.heads import MarginHead, SoftmaxHead, build_head
 from arcflow.heads.terms import extra_loss, inter_loss, intra_loss, triplet_loss
-from arcflow.train.samplers import IdentityBatchSampler
+from arcflow.train.identity_batches import IdentityBatchSampler
 
 pytestmark = pytest.mark.unit
 
