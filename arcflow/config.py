@@ -237,13 +237,46 @@ class TrainParams(Section):
         return self
 
 
-class EvaluateParams(Section):
-    """Verification on held-out pair sets."""
+BENCHMARK_NAMES = (
+    "lfw",
+    "cfp_fp",
+    "cfp_ff",
+    "agedb_30",
+    "calfw",
+    "cplfw",
+    "vgg2_fp",
+    "ytf",
+    "megaface",
+    "ijbb",
+    "ijbc",
+    "trillion_pairs",
+    "iqiyi_vid",
+)
 
+
+class EvaluateParams(Section):
+    """Every benchmark of the paper on the aligned evaluation sets."""
+
+    benchmarks: list[Literal[("all", *BENCHMARK_NAMES)]] = Field(  # type: ignore[valid-type]
+        default_factory=lambda: ["all"], min_length=1
+    )
+    device: Literal["auto", "cpu", "cuda"] = "auto"
     batch_size: PositiveInt = 128
     flip: bool = True
+    cache_dir: str | None = ".cache/features"
     n_folds: Annotated[int, Field(ge=2)] = 10
     far_target: Annotated[float, Field(gt=0.0, lt=1.0)] = 1e-3
+    ijb_fars: list[Annotated[float, Field(gt=0.0, lt=1.0)]] = Field(
+        default_factory=lambda: [1e-6, 1e-5, 1e-4, 1e-3, 1e-2, 1e-1], min_length=1
+    )
+    megaface_refined: bool = True
+    chunk: PositiveInt = 4096
+
+    @model_validator(mode="after")
+    def _all_alone(self) -> EvaluateParams:
+        if "all" in self.benchmarks and len(self.benchmarks) > 1:
+            raise ValueError("benchmarks: 'all' cannot be combined with names")
+        return self
 
 
 class ExportParams(Section):

@@ -6,6 +6,7 @@ import os
 import platform
 
 import torch
+from torch import nn
 
 
 def resolve_device(name: str = "auto") -> torch.device:
@@ -28,3 +29,15 @@ def cpu_model() -> str:
             return next(ln.split(":", 1)[1].strip() for ln in f if ln.startswith("model name"))
     except (OSError, StopIteration):
         return platform.processor() or "unknown CPU"
+
+
+def channels_last_is_safe(model: nn.Module, device: torch.device) -> bool:
+    """NHWC on CUDA always; on CPU only when every convolution has at least 16 channels.
+
+    torch 2.14's CPU backward crashes (segfault) on channels-last convolutions of 8 channels
+    (an IResNet at width 0.125); 16 and more were checked to work.
+    """
+    if device.type == "cuda":
+        return True
+    convs = [m for m in model.modules() if isinstance(m, nn.Conv2d)]
+    return all(min(m.in_channels, m.out_channels) >= 16 for m in convs if m.in_channels > 3)

@@ -20,6 +20,13 @@ py=${PYTHON:-python3}
   done
   # Partial FC on the GPU: step time and peak memory by class count and sample rate
   timeout 240 "$py" bench/partial_fc.py --device cuda --classes 100000 1000000 2000000 --steps 5
+  # evaluation on the GPU: r100 embedding (bf16, channels_last, flip test), then MegaFace
+  # rank-1 at 1M distractors and a Trillion-Pairs slice with the exact thresholds on CUDA
+  timeout 120 "$py" bench/embed_throughput.py --backbone r100 --width 1 --device cuda \
+    --batch 256 --images 8192
+  timeout 150 "$py" bench/megaface_rank1.py --device cuda --chunk 65536
+  timeout 150 "$py" bench/trillion_pairs.py --device cuda --probes 100000 \
+    --distractors 1000000 --chunk 65536 --block 268435456 --max-buffer 1073741824
   # batched face detection on the GPU (both backends); the photo travels in the working tree
   # (copy ~/.cache/arcflow/test-assets/t1.jpg to .gl/t1.jpg before the call)
   photo=.gl/t1.jpg

@@ -1,7 +1,10 @@
-"""Stage evaluate: 10-fold verification on every .bin pair set of the aligned dataset.
+"""Stage evaluate: every benchmark of the paper on the aligned evaluation sets.
 
-Writes DVC metrics (accuracy ± std, VAL@FAR, AUC per set), ROC curves as DVC plots and as
-an image in the pipeline's MLflow run.
+Benchmarks whose data is present are scored with the reference procedures; the others are
+listed as not available. Writes DVC metrics (benchmark -> metric -> value), a ROC curve per
+benchmark (CSV for DVC plots, PNG), a markdown report with the published numbers alongside,
+and logs all of it to the pipeline's MLflow run. ``--model`` takes the PyTorch backbone or its
+ONNX export; features are cached per (model, dataset), so re-scoring does not re-embed.
 """
 
 from __future__ import annotations
@@ -9,61 +12,89 @@ from __future__ import annotations
 from pathlib import Path
 
 import mlflow
-import numpy as np
 
-from arcflow.atomic import write_csv, write_json
-from arcflow.data.binpairs import load_bin
+from arcflow.atomic import atomic_dir, atomic_file, write_csv, write_json
 from arcflow.devices import resolve_device
 from arcflow.errors import DataFormatError
-from arcflow.evaluate.embed import embed_crops
-from arcflow.evaluate.report import roc_figure, roc_rows
-from arcflow.evaluate.verification import evaluate_pairs, pair_distances, roc_curve
-from arcflow.models.saving import load_backbone
+from arcflow.evaluate.cache import FeatureCache
+from arcflow.evaluate.context import EvalContext
+from arcflow.evaluate.embed import load_encoder
+from arcflow.evaluate.report import markdown_report, metrics_document, roc_figure, roc_rows
+from arcflow.evaluate.result import BenchmarkResult
+from arcflow.evaluate.suite import BY_NAME, run_suite, select
 from arcflow.tracking.run import resume_run
-from stages.common import log, params, parser, run, trained_model_args
+from stages.common import log, params, parser, run
 
 
 def main() -> None:
     p = parser(__doc__)
-    p.add_argument("--data", type=Path, required=True, help="directory holding *.bin pair sets")
-    trained_model_args(p)
+    p.add_argument("--data", type=Path, required=True, help="aligned evaluation folder")
+    p.add_argument("--model", type=Path, required=True, help="backbone.pt or an .onnx export")
+    p.add_argument("--run", type=Path, help="mlflow_run.json from train (omit: no MLflow)")
     p.add_argument("--metrics", type=Path, default=Path("metrics/eval.json"))
-    p.add_argument("--plots", type=Path, default=Path("plots/roc"), help="ROC csv per set")
+    p.add_argument("--plots", type=Path, default=Path("plots/roc"), help="ROC csv + png per set")
+    p.add_argument("--report", type=Path, default=Path("reports/evaluation.md"))
     args = p.parse_args()
     cfg = params(args, "evaluate", "tracking")
-    bins = sorted(args.data.glob("*.bin"))
-    if not bins:
-        raise DataFormatError(f"{args.data}: no .bin pair sets to evaluate")
-    model = load_backbone(args.model)
-    device = resolve_device("auto")
-    metrics: dict[str, dict[str, float]] = {}
-    curves: dict[str, tuple[np.ndarray, np.ndarray]] = {}
-    for path in bins:
-        pairs = load_bin(path)
-        emb = embed_crops(
-            model,
-            pairs.images,
-            batch_size=cfg.evaluate.batch_size,
-            flip=cfg.evaluate.flip,
-            device=device,
-            desc=path.stem,
+    if not args.data.is_dir():
+        raise FileNotFoundError(2, "no such directory", str(args.data))
+    benchmarks = select(cfg.evaluate.benchmarks)
+    device = resolve_device(cfg.evaluate.device)
+    ctx = EvalContext(
+        args.data,
+        load_encoder(args.model, device),
+        batch_size=cfg.evaluate.batch_size,
+        flip=cfg.evaluate.flip,
+        cache=FeatureCache(cfg.evaluate.cache_dir),
+        device=device.type,
+    )
+    results = run_suite(ctx, cfg.evaluate, benchmarks)
+    if all(result is None for result in results.values()):
+        raise DataFormatError(
+            f"{args.data}: no benchmark data (looked for {', '.join(BY_NAME)})",
+            hint="run the align stage, or check evaluate.benchmarks",
         )
-        result = evaluate_pairs(
-            emb, pairs.issame, n_folds=cfg.evaluate.n_folds, far_target=cfg.evaluate.far_target
-        )
-        values = {k: v for k, v in result.to_dict().items() if not isinstance(v, list)}
-        metrics[path.stem] = {**values, "threshold": float(np.mean(result.best_thresholds))}
-        fpr, tpr, _ = roc_curve(pair_distances(emb), pairs.issame)
-        curves[path.stem] = (fpr, tpr)
-        write_csv(args.plots / f"{path.stem}.csv", ["fpr", "tpr"], roc_rows(fpr, tpr))
-        log.info(
-            "evaluate: %s accuracy %.4f ± %.4f", path.stem, result.accuracy, result.accuracy_std
-        )
-    write_json(args.metrics, metrics)
-    with resume_run(cfg.tracking, Path.cwd(), args.run):
-        for name, values in metrics.items():
-            mlflow.log_metrics({f"eval.{name}.{k}": float(v) for k, v in values.items()})
-        mlflow.log_figure(roc_figure(curves), "plots/roc.png")
+    log.info("evaluate: %d images embedded, %d from the cache", ctx.embedded, ctx.cached)
+    report = markdown_report(
+        results,
+        {b.name: b.title for b in benchmarks},
+        {b.name: b.headline for b in benchmarks},
+        [f"model: {args.model}", f"{ctx.embedded} images embedded, {ctx.cached} cached"],
+    )
+    write_outputs(args, results, report)
+    if args.run is not None:
+        log_to_mlflow(cfg.tracking, args.run, results, report)
+
+
+def write_outputs(args, results: dict[str, BenchmarkResult | None], report: str) -> None:
+    """Metrics JSON, ROC csv + png per benchmark, the markdown report; each atomic."""
+    import matplotlib.pyplot as plt
+
+    with atomic_dir(args.plots) as plots:
+        for name, result in results.items():
+            if result is None or result.roc is None:
+                continue
+            write_csv(plots / f"{name}.csv", ["fpr", "tpr"], roc_rows(*result.roc))
+            fig = roc_figure({BY_NAME[name].title: result.roc}, f"{BY_NAME[name].title} ROC")
+            fig.savefig(plots / f"{name}.png")
+            plt.close(fig)
+    args.report.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_file(args.report) as tmp:
+        tmp.write_text(report, encoding="utf-8")
+    write_json(args.metrics, metrics_document(results))
+
+
+def log_to_mlflow(tracking, run_file: Path, results, report: str) -> None:
+    """Metrics as ``eval.<benchmark>.<metric>``, the ROC figure and the report."""
+    curves = {BY_NAME[n].title: r.roc for n, r in results.items() if r is not None and r.roc}
+    with resume_run(tracking, Path.cwd(), run_file):
+        for name, result in results.items():
+            if result is None:
+                mlflow.set_tag(f"eval.{name}", "not available")
+                continue
+            mlflow.log_metrics({f"eval.{name}.{k}": float(v) for k, v in result.metrics.items()})
+        mlflow.log_figure(roc_figure(curves, "ROC, every benchmark"), "plots/roc.png")
+        mlflow.log_text(report, "reports/evaluation.md")
 
 
 if __name__ == "__main__":

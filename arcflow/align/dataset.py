@@ -17,7 +17,7 @@ from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from arcflow.align.jobs import AlignJob, eval_jobs, folder_job, release_job
+from arcflow.align.jobs import AlignJob, eval_jobs, folder_job, protocol_files, release_job
 from arcflow.align.outputs import write_job
 from arcflow.align.report import AlignReport
 from arcflow.align.shards import align_shards
@@ -141,5 +141,8 @@ def align_dataset(
                 continue
             result.shipped_bins[path.stem] = len(load_bin(path))  # validates it, safely
             shutil.copyfile(path, eval_dir / path.name)
+        for src, rel in protocol_files(raw):
+            (eval_dir / rel).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(src, eval_dir / rel)
     shutil.rmtree(work, ignore_errors=True)
     return result

@@ -206,6 +206,7 @@ class EvalLayout:
     images: str = "."
     annotations: AnnotationReader = _SYNTHFACE_POINTS
     pairs: Callable[[Path], Triples] | None = None
+    protocol: tuple[str, ...] = ()  # globs (under root) the evaluate stage needs beside the crops
 
 
 #: The evaluation sets the align stage looks for, in the layouts of their real releases.
@@ -222,6 +223,7 @@ EVAL_LAYOUTS = (
         "meta/ijbb_template_pair_label.txt",
         images="loose_crop",
         annotations=five_point_file("meta/ijbb_name_5pts_score.txt"),
+        protocol=("meta/*.txt", "meta/*.csv"),
     ),
     EvalLayout(
         "ijbc",
@@ -229,9 +231,24 @@ EVAL_LAYOUTS = (
         "meta/ijbc_template_pair_label.txt",
         images="loose_crop",
         annotations=five_point_file("meta/ijbc_name_5pts_score.txt"),
+        protocol=("meta/*.txt", "meta/*.csv"),
     ),
-    EvalLayout("megaface", "megaface", "templatelists/facescrub_features_list.json"),
-    EvalLayout("ytf", "ytf", "splits.txt"),
+    EvalLayout(
+        "megaface",
+        "megaface",
+        "templatelists/facescrub_features_list.json",
+        protocol=("templatelists/*.json*", "*_noises.txt"),
+    ),
+    EvalLayout("ytf", "ytf", "splits.txt", protocol=("splits.txt",)),
+    EvalLayout(  # frames extracted from the clips: frames/<video>.mp4/<n>.jpg
+        "iqiyi_vid", "iqiyi_vid", "gt_v2/val_v2.txt", images="frames", protocol=("gt_v2/*.txt",)
+    ),
+    EvalLayout(  # DeepGlint's test labels are not public: labels.txt marks the probe images
+        "trillion_pairs",
+        "trillion_pairs",
+        "filelist.txt",
+        protocol=("filelist.txt", "labels.txt"),
+    ),
 )
 
 
@@ -254,6 +271,21 @@ def eval_job(raw: Path, layout: EvalLayout) -> AlignJob:
         raise DataFormatError(f"{images}: evaluation set {layout.name} has no images")
     items = tuple(Item(name, landmarks=annotations.get(name)) for name in names)
     return AlignJob(layout.name, images, items, "pairs" if pairs else "set", pairs)
+
+
+def protocol_files(raw: Path) -> list[tuple[Path, Path]]:
+    """``(source, destination)`` of every protocol file the evaluate stage needs.
+
+    Destinations are relative to the evaluation output: ``protocols/<set>/<path under root>``.
+    """
+    found = []
+    for layout in EVAL_LAYOUTS:
+        root = raw / layout.root
+        if (root / layout.marker).is_file():
+            for pattern in layout.protocol:
+                for src in sorted(root.glob(pattern)):
+                    found.append((src, Path("protocols", layout.name, src.relative_to(root))))
+    return found
 
 
 def eval_jobs(raw: Path) -> list[AlignJob]:

@@ -9,7 +9,8 @@ stage can use annotations where a real release would need a detector.
   insightface training releases ship them: frontal-vs-near-profile pairs and a hard set
   (strongest nuisance).
 - ``ijb``: IJB-C layout (``IJBC/meta/ijbc_*.txt``, ``IJBC/loose_crop/``): 2 templates per
-  subject, each of several media with several frames.
+  subject, each of several media with several frames; NIST's 1:N gallery (G1, G2) and probe
+  CSVs beside them.
 - ``megaface``: a FaceScrub-like probe set and single-image distractors with the devkit's
   feature-list JSONs.
 - ``ytf``: YouTube Faces frames ``frame_images_DB/<name>/<video>/<video>.<frame>.jpg`` +
@@ -275,7 +276,32 @@ def write_ijb(params: SynthFaceParams, out: Path, identities: range) -> dict[str
         files.template_pair_label,
         ijb.TemplatePairs(t1.astype(np.int64), t2.astype(np.int64), label.astype(np.int8)),
     )
+    _write_ijb_1n(files, np.array(names), np.array(tids), subjects)
     return {"images": len(names), "templates": 2 * subjects, "pairs": len(t1)}
+
+
+def _write_ijb_1n(files: ijb.IJBFiles, names: np.ndarray, tids: np.ndarray, subjects: int) -> None:
+    """NIST's 1:N lists, as IJB-C splits them: first templates of one half of the subjects in
+    gallery G1, of the other half in G2; every second template is a probe (mixed), so each
+    probe is mated in one gallery and unmated in the other."""
+    subject = (tids - 1) // 2
+    first = tids % 2 == 1
+    header = (*ijb.CSV_KEY_COLUMNS, "SIGHTING_ID")
+    for path, rows in (
+        (files.gallery1, first & (subject < subjects // 2)),
+        (files.gallery2, first & (subject >= subjects // 2)),
+        (files.probe_mixed, ~first),
+    ):
+        ijb.write_template_table(
+            path,
+            ijb.TemplateTable(
+                header,
+                tids[rows].astype(np.int64),
+                subject[rows].astype(np.int64) + 1,
+                names[rows],
+                np.arange(rows.sum()).astype(str)[:, None],
+            ),
+        )
 
 
 def write_megaface(

@@ -1,18 +1,159 @@
-"""Batched embedding of aligned crops, with insightface's flip test."""
+"""Batched embedding of aligned crops with insightface's flip test, from PyTorch or ONNX.
+
+An :class:`Encoder` maps a normalised float32 batch ``(B, 3, 112, 112)`` (``(x/255 - 0.5)/0.5``,
+RGB) to raw features ``(B, D)``. :func:`embed_images` runs it over encoded crops and returns
+:class:`Features`: ``plain`` = f(x) and ``flipped`` = f(flip(x)), both raw, so each benchmark
+combines them its own way (pair sets: L2-normalised sum; IJB: the unnormalised sum).
+"""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import hashlib
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
 
 import numpy as np
 import torch
 from torch import nn
 
-from arcflow.data.transforms import decode_rgb, to_tensor
+from arcflow.data.transforms import decode_rgb
+from arcflow.devices import channels_last_is_safe
+from arcflow.errors import ConfigError, DataFormatError
 from arcflow.progress import progress
 
+#: A chunk of encoded crops, read lazily: ``read(start, stop)`` -> JPEG bytes of that range.
+CropReader = Callable[[int, int], Sequence[bytes]]
 
-@torch.inference_mode()
+
+class Encoder(Protocol):
+    """Anything that embeds a normalised float32 NCHW batch; ``key`` names its weights."""
+
+    key: str
+
+    def __call__(self, batch: np.ndarray) -> np.ndarray: ...
+
+
+def file_digest(path: str | Path) -> str:
+    """BLAKE2b hex digest of a file's bytes (cache keys for weights and datasets)."""
+    with open(path, "rb") as f:
+        return hashlib.file_digest(f, "blake2b").hexdigest()[:32]
+
+
+class TorchEncoder:
+    """A PyTorch backbone on ``device``: channels_last where safe, bf16 autocast on CUDA."""
+
+    def __init__(
+        self, model: nn.Module, *, device: torch.device | str = "cpu", key: str = ""
+    ) -> None:
+        self.device = torch.device(device)
+        nhwc = channels_last_is_safe(model, self.device)
+        self.memory_format = torch.channels_last if nhwc else torch.contiguous_format
+        self.model = model.eval().to(self.device, memory_format=self.memory_format)
+        self.autocast = self.device.type == "cuda"
+        self.key = key or f"torch-{id(model)}"
+
+    @torch.inference_mode()
+    def __call__(self, batch: np.ndarray) -> np.ndarray:
+        x = torch.from_numpy(batch).to(self.device).contiguous(memory_format=self.memory_format)
+        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.autocast):
+            return self.model(x).float().cpu().numpy()
+
+
+class OnnxEncoder:
+    """An exported ONNX model run by ONNX Runtime (CUDA provider first when available)."""
+
+    def __init__(self, path: str | Path, *, device: str = "cpu") -> None:
+        import onnxruntime as ort
+
+        options = ort.SessionOptions()
+        options.log_severity_level = 3
+        providers = ["CPUExecutionProvider"]
+        if device != "cpu" and "CUDAExecutionProvider" in ort.get_available_providers():
+            providers.insert(0, "CUDAExecutionProvider")
+        try:
+            self.session = ort.InferenceSession(str(path), options, providers=providers)
+        except Exception as exc:  # onnxruntime raises its own untyped errors
+            raise DataFormatError(f"{path}: not a loadable ONNX model ({exc})") from None
+        self.input = self.session.get_inputs()[0].name
+        self.key = "onnx-" + file_digest(path)
+
+    def __call__(self, batch: np.ndarray) -> np.ndarray:
+        return np.asarray(self.session.run(None, {self.input: batch})[0], dtype=np.float32)
+
+
+def load_encoder(path: str | Path, device: torch.device | str = "cpu") -> Encoder:
+    """An encoder for ``backbone.pt`` (PyTorch) or ``*.onnx`` (ONNX Runtime)."""
+    from arcflow.models.saving import load_backbone
+
+    path = Path(path)
+    if path.suffix == ".onnx":
+        return OnnxEncoder(path, device=torch.device(device).type)
+    if path.suffix not in (".pt", ".pth"):
+        raise ConfigError(f"{path}: model must be a .pt backbone or an .onnx export")
+    return TorchEncoder(load_backbone(path), device=device, key="torch-" + file_digest(path))
+
+
+@dataclass(frozen=True, eq=False)
+class Features:
+    """Raw features of N crops: ``plain`` f(x) and ``flipped`` f(flip(x)) (None without flip)."""
+
+    plain: np.ndarray
+    flipped: np.ndarray | None = None
+
+    def __len__(self) -> int:
+        return len(self.plain)
+
+    def combined(self, *, normalize: bool = True) -> np.ndarray:
+        """f(x) + f(flip(x)) (or f(x)), L2-normalised unless ``normalize`` is False."""
+        emb = self.plain if self.flipped is None else self.plain + self.flipped
+        return l2_normalize(emb) if normalize else emb.astype(np.float32, copy=False)
+
+    def take(self, rows: np.ndarray) -> Features:
+        """The features of ``rows`` (an index array)."""
+        return Features(self.plain[rows], None if self.flipped is None else self.flipped[rows])
+
+
+def l2_normalize(x: np.ndarray) -> np.ndarray:
+    """Rows scaled to unit L2 norm (float32; an all-zero row stays zero)."""
+    x = np.asarray(x, dtype=np.float32)
+    norms = np.linalg.norm(x, axis=1, keepdims=True)
+    return x / np.maximum(norms, np.finfo(np.float32).tiny)
+
+
+def to_batch(images: Sequence[bytes], where: str, start: int = 0) -> np.ndarray:
+    """Decode crops into one normalised float32 NCHW batch."""
+    rgb = np.stack(
+        [decode_rgb(buf, where=f"{where} image {start + i}") for i, buf in enumerate(images)]
+    )
+    return (
+        (rgb.astype(np.float32) / np.float32(127.5) - np.float32(1.0)).transpose(0, 3, 1, 2).copy()
+    )
+
+
+def embed_images(
+    encoder: Encoder,
+    read: CropReader,
+    count: int,
+    *,
+    batch_size: int = 128,
+    flip: bool = True,
+    desc: str = "embed",
+) -> Features:
+    """Embed ``count`` crops read batch by batch through ``read(start, stop)``."""
+    plain: list[np.ndarray] = []
+    flipped: list[np.ndarray] = []
+    for start in progress(range(0, count, batch_size), desc=desc, unit="batch"):
+        batch = to_batch(read(start, min(count, start + batch_size)), desc, start)
+        plain.append(encoder(batch))
+        if flip:
+            flipped.append(encoder(np.ascontiguousarray(batch[..., ::-1])))
+    if not plain:
+        raise DataFormatError(f"{desc}: no images to embed")
+    return Features(np.concatenate(plain), np.concatenate(flipped) if flip else None)
+
+
 def embed_crops(
     model: nn.Module,
     images: Sequence[bytes],
@@ -22,21 +163,14 @@ def embed_crops(
     device: torch.device | str = "cpu",
     desc: str = "embed",
 ) -> np.ndarray:
-    """Embed encoded 112x112 crops: f(x) (+ f(flip(x))), L2-normalised, as float32 (N, D)."""
-    model = model.eval().to(device, memory_format=torch.channels_last)
-    chunks: list[np.ndarray] = []
-    starts = range(0, len(images), batch_size)
-    for start in progress(starts, desc=desc, unit="batch"):
-        batch = torch.stack(
-            [
-                to_tensor(decode_rgb(buf, where=f"{desc} image {start + i}"))
-                for i, buf in enumerate(images[start : start + batch_size])
-            ]
-        ).to(device, memory_format=torch.channels_last)
-        emb = model(batch).float()
-        if flip:
-            emb = emb + model(torch.flip(batch, dims=[3])).float()
-        chunks.append(nn.functional.normalize(emb, dim=1).cpu().numpy())
-    if not chunks:
-        return np.zeros((0, 0), dtype=np.float32)
-    return np.concatenate(chunks).astype(np.float32)
+    """Embed in-memory crops with a PyTorch model: L2-normalised f(x) (+ f(flip(x))), (N, D)."""
+    encoder = TorchEncoder(model, device=device)
+    features = embed_images(
+        encoder,
+        lambda a, b: images[a:b],
+        len(images),
+        batch_size=batch_size,
+        flip=flip,
+        desc=desc,
+    )
+    return features.combined()

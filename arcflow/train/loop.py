@@ -29,7 +29,7 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, Dataset
 
 from arcflow.config import TrainParams
-from arcflow.devices import resolve_device
+from arcflow.devices import channels_last_is_safe, resolve_device
 from arcflow.errors import TrainingError
 from arcflow.heads import MarginHead, build_head, head_margins
 from arcflow.heads.partial_fc import PartialFC
@@ -84,18 +84,6 @@ def autocast_dtype(cfg: TrainParams, device: torch.device) -> torch.dtype | None
     if precision == "auto":
         precision = "bf16" if device.type == "cuda" else "fp32"
     return {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
-
-
-def channels_last_is_safe(model: nn.Module, device: torch.device) -> bool:
-    """NHWC on CUDA always; on CPU only when every convolution has at least 16 channels.
-
-    torch 2.14's CPU backward crashes (segfault) on channels-last convolutions of 8 channels
-    (an IResNet at width 0.125); 16 and more were checked to work.
-    """
-    if device.type == "cuda":
-        return True
-    convs = [m for m in model.modules() if isinstance(m, nn.Conv2d)]
-    return all(min(m.in_channels, m.out_channels) >= 16 for m in convs if m.in_channels > 3)
 
 
 class FaceModel(nn.Module):

@@ -11,6 +11,8 @@ from pathlib import Path
 
 import pytest
 
+from arcflow.config import BENCHMARK_NAMES
+
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
 STAGES = ["download@synthface", "align", "train", "evaluate", "export"]
@@ -49,7 +51,7 @@ def pipeline(repo_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     _copy_checkout(repo_root, work)
     # start from nothing: no lock, no committed metrics or plots to mistake for fresh ones
     (work / "dvc.lock").unlink(missing_ok=True)
-    for stale in ("metrics", "plots"):
+    for stale in ("metrics", "plots", "reports"):
         shutil.rmtree(work / stale, ignore_errors=True)
     _run(["git", "init", "-q"], work)
     _run(["dvc", "repro"], work)
@@ -60,10 +62,17 @@ def test_repro_produces_metrics_model_and_onnx(pipeline: Path) -> None:
     shown = json.loads(_run(["dvc", "metrics", "show", "--json"], pipeline).stdout)
     metrics = next(iter(shown.values()))["data"]
     evaluation = metrics["metrics/eval.json"]["data"]
-    assert set(evaluation) == {"lfw", "cfp_fp", "agedb_30"}
-    for name, values in evaluation.items():
-        assert values["n_pairs"] == 600, name
-        assert 0.7 < values["accuracy"] <= 1.0, name  # chance is 0.5 on held-out identities
+    assert set(evaluation) == set(BENCHMARK_NAMES)  # every benchmark, scored or listed
+    scored = {name for name, values in evaluation.items() if values != "not available"}
+    assert scored == {"lfw", "cfp_fp", "agedb_30", "ytf", "megaface", "ijbc"}
+    for name in ("lfw", "cfp_fp", "agedb_30", "ytf"):
+        assert 0.7 < evaluation[name]["accuracy"] <= 1.0, name  # chance is 0.5
+    assert 0.5 < evaluation["megaface"]["rank1"] <= 1.0  # chance is 1/1001
+    assert 0.5 < evaluation["ijbc"]["tar_far_1e-4"] <= 1.0
+    report = (pipeline / "reports" / "evaluation.md").read_text()
+    assert "| IJB-B | tar_far_1e-4 | not available | | |" in report
+    for name in scored:
+        assert (pipeline / "plots" / "roc" / f"{name}.png").is_file(), name
     assert metrics["metrics/export.json"]["data"]["max_abs_diff"] < 1e-4
     assert (pipeline / "models" / "arcface.onnx").stat().st_size > 100_000
     assert (pipeline / "plots" / "roc" / "lfw.csv").read_text().startswith("fpr,tpr")
@@ -76,11 +85,16 @@ def test_one_mlflow_run_holds_all_stages(pipeline: Path) -> None:
     client = mlflow.MlflowClient(f"sqlite:///{pipeline / 'mlflow.db'}")
     run = client.get_run(run_id)
     keys = set(run.data.metrics)
-    assert {"train.loss", "eval.lfw.accuracy", "eval.cfp_fp.auc", "export.max_abs_diff"} <= keys
+    assert {
+        "train.loss",
+        "eval.lfw.accuracy",
+        "eval.ijbc.tar_far_1e-4",
+        "export.max_abs_diff",
+    } <= keys
     assert run.data.params["train.head"] == "arcface"
     assert len(client.search_runs([run.info.experiment_id])) == 1
-    artifacts = {a.path for a in client.list_artifacts(run_id, "plots")}
-    assert "plots/roc.png" in artifacts
+    artifacts = {a.path for d in ("plots", "reports") for a in client.list_artifacts(run_id, d)}
+    assert {"plots/roc.png", "reports/evaluation.md"} <= artifacts
 
 
 def test_second_repro_reruns_nothing(pipeline: Path) -> None:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import time
 
 import numpy as np
 import pytest
@@ -378,8 +377,7 @@ def test_result_to_dict_is_json_ready() -> None:
     assert all(type(data[k]) is float for k in ("accuracy", "val", "far", "auc"))
 
 
-def test_lfw_sized_set_is_fast() -> None:
+def test_lfw_sized_set_runs() -> None:  # its timing: bench/pair_verification.py
     emb, issame = _random_pairs(seed=7, n=6000, dim=512, noise=1.0)
-    start = time.perf_counter()
-    evaluate_pairs(emb, issame)
-    assert time.perf_counter() - start < 5.0  # vectorised: ~0.1 s; a per-threshold loop: >10 s
+    result = evaluate_pairs(emb, issame)
+    assert result.n_pairs == 6000 and 0.5 < result.accuracy <= 1.0

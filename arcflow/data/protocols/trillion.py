@@ -10,14 +10,14 @@ against the file size; :func:`create_features` fills one in place without holdin
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
 
 from arcflow.atomic import atomic_file
 from arcflow.data.protocols.megaface import HEADER_BYTES, mat_header, parse_mat_header
-from arcflow.data.protocols.text import exact_lines
+from arcflow.data.protocols.text import exact_lines, text_lines
 from arcflow.errors import DataFormatError
 
 ROWS = 1_862_120
@@ -85,3 +85,30 @@ def write_file_list(path: str | Path, names: Sequence[str]) -> None:
             raise ValueError(f"bad image path {name!r}")
     with atomic_file(path) as tmp:
         tmp.write_bytes("".join(f"{name}\n" for name in names).encode("utf-8"))
+
+
+#: ArcFlow's probe list (DeepGlint never published the test labels): ``<image path> <identity>``
+#: a line, one line per probe image; every other image of ``filelist.txt`` is a distractor.
+LABELS = "labels.txt"
+
+
+def read_probe_labels(path: str | Path) -> dict[str, str]:
+    """``labels.txt`` as {image path: identity}, in file order."""
+    labels: dict[str, str] = {}
+    for lineno, line in enumerate(text_lines(path), 1):
+        fields = line.split()
+        if len(fields) != 2:
+            raise DataFormatError(f"{path}:{lineno}: expected '<image path> <identity>'")
+        if fields[0] in labels:
+            raise DataFormatError(f"{path}:{lineno}: {fields[0]} is listed twice")
+        labels[fields[0]] = fields[1]
+    return labels
+
+
+def write_probe_labels(path: str | Path, labels: Mapping[str, str]) -> None:
+    """Write {image path: identity} as ``labels.txt``, atomically."""
+    for name, identity in labels.items():
+        if len(name.split()) != 1 or len(str(identity).split()) != 1:
+            raise ValueError(f"bad probe entry {name!r} {identity!r}")
+    with atomic_file(path) as tmp:
+        tmp.write_text("".join(f"{n} {i}\n" for n, i in labels.items()), encoding="utf-8")

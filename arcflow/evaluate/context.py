@@ -1,0 +1,93 @@
+"""What every benchmark reads: the aligned evaluation folder, and features from the cache.
+
+Layout written by the align stage (``data/aligned/eval``):
+
+- ``<name>.bin``: insightface pair sets (LFW, CFP-FP, AgeDB-30, …);
+- ``sets/<name>.rec|.idx|.names``: aligned image sets looked up by protocol name;
+- ``protocols/<name>/…``: the protocol files of those sets (IJB meta, MegaFace lists, …).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from arcflow.data.binpairs import PairSet, load_bin
+from arcflow.data.imageset import ImageSet
+from arcflow.errors import DataFormatError
+from arcflow.evaluate.cache import FeatureCache
+from arcflow.evaluate.embed import Encoder, Features, embed_images, file_digest
+
+
+@dataclass
+class EvalContext:
+    """The evaluation folder, the encoder and how to embed (batch, flip, cache)."""
+
+    root: Path
+    encoder: Encoder
+    batch_size: int = 128
+    flip: bool = True
+    cache: FeatureCache = field(default_factory=lambda: FeatureCache(None))
+    device: str = "cpu"  # where scoring runs (MegaFace, Trillion-Pairs)
+    embedded: int = 0  # images embedded in this run (cache misses), for the report
+    cached: int = 0  # images whose features came from the cache
+
+    def protocol(self, name: str, *parts: str) -> Path:
+        """``protocols/<name>/<parts…>`` under the evaluation folder."""
+        return self.root.joinpath("protocols", name, *parts)
+
+    def pair_set(self, name: str) -> tuple[PairSet, Features]:
+        """The pair set ``<name>.bin`` and the features of its 2N images."""
+        path = self.root / f"{name}.bin"
+        pairs = load_bin(path)
+        features = self._features(
+            path, lambda a, b: pairs.images[a:b], len(pairs.images), name, [path]
+        )
+        return pairs, features
+
+    def image_set(self, name: str) -> tuple[list[str], Features]:
+        """The names and features of the aligned image set ``sets/<name>``."""
+        prefix = self.root / "sets" / name
+        with ImageSet(prefix) as images:
+            files = [prefix.with_name(prefix.name + ext) for ext in (".rec", ".names")]
+            features = self._features(
+                prefix,
+                lambda a, b: [images.crop_at(i) for i in range(a, b)],
+                len(images),
+                name,
+                files,
+            )
+            return list(images.names), features
+
+    def _features(self, where: Path, read, count: int, desc: str, files: list[Path]) -> Features:
+        data_key = "-".join(file_digest(f)[:16] for f in files)
+
+        def compute() -> Features:
+            return embed_images(
+                self.encoder, read, count, batch_size=self.batch_size, flip=self.flip, desc=desc
+            )
+
+        features, hit = self.cache.get_or_compute(self.encoder.key, data_key, self.flip, compute)
+        if len(features) != count:
+            raise DataFormatError(f"{where}: {count} images but {len(features)} cached features")
+        if hit:
+            self.cached += count
+        else:
+            self.embedded += count
+        return features
+
+
+def rows_of(names: list[str], wanted: np.ndarray | list[str], where: str) -> np.ndarray:
+    """Row index in ``names`` of every ``wanted`` name; a missing one is an error naming it."""
+    position = {name: i for i, name in enumerate(names)}
+    rows = np.fromiter((position.get(str(n), -1) for n in wanted), dtype=np.int64)
+    missing = np.flatnonzero(rows < 0)
+    if missing.size:
+        first = str(np.asarray(wanted)[missing[0]])
+        raise DataFormatError(
+            f"{where}: {missing.size} protocol images have no aligned crop, e.g. {first!r}",
+            hint="re-run the align stage on the complete release",
+        )
+    return rows

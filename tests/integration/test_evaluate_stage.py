@@ -1,0 +1,131 @@
+"""The evaluate stage on the tiny aligned SynthFace release, logging to a real MLflow server."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from arcflow.config import BENCHMARK_NAMES, TrackingParams
+from arcflow.export.onnx import export_onnx
+from arcflow.models import get_backbone
+from arcflow.models.saving import load_backbone, save_backbone
+from arcflow.tracking.run import start_run
+from tests.conftest import run_stage
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+SYNTHFACE = {"lfw", "cfp_fp", "agedb_30", "ytf", "megaface", "ijbc"}
+PARAMS = Path(__file__).resolve().parents[2] / "params.yaml"
+
+
+def _evaluate(*args: object, cwd: Path, env: dict[str, str] | None = None):
+    return run_stage("evaluate", "--params", PARAMS, *args, cwd=cwd, env=env)
+
+
+@pytest.fixture(scope="module")
+def model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A small untrained IResNet: its numbers are poor but every code path runs."""
+    path = tmp_path_factory.mktemp("model") / "backbone.pt"
+    kwargs = {"width": 0.25, "embedding_size": 64}
+    save_backbone(path, get_backbone("r18", **kwargs), "r18", kwargs)
+    return path
+
+
+@pytest.fixture(scope="module")
+def evaluated(
+    tiny_aligned: Path, model: Path, mlflow_server: str, tmp_path_factory: pytest.TempPathFactory
+) -> tuple[Path, str, str]:
+    """One run of the stage; returns its folder, MLflow run id and stderr."""
+    work = tmp_path_factory.mktemp("evaluate")
+    run_file = work / "mlflow_run.json"
+    env = {"MLFLOW_TRACKING_URI": mlflow_server}
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("MLFLOW_TRACKING_URI", mlflow_server)
+        with start_run(TrackingParams(), work, run_file, run_name="eval-test", tags={}):
+            pass
+    proc = _evaluate(
+        "--data", tiny_aligned.parent / "eval", "--model", model, "--run", run_file,
+        cwd=work, env=env,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    return work, json.loads(run_file.read_text())["run_id"], proc.stderr
+
+
+def test_every_benchmark_is_listed_and_synthface_ones_are_scored(
+    evaluated: tuple[Path, str, str],
+) -> None:
+    work, _, stderr = evaluated
+    metrics = json.loads((work / "metrics" / "eval.json").read_text())
+    assert set(metrics) == set(BENCHMARK_NAMES)
+    scored = {name for name, value in metrics.items() if value != "not available"}
+    assert scored == SYNTHFACE
+    assert {"accuracy", "accuracy_std", "val", "far", "auc", "eer"} <= set(metrics["lfw"])
+    assert {"tar_far_1e-4", "plain_tar_far_1e-4", "1n_rank1", "1n_tpir_fpir_1e-2"} <= set(
+        metrics["ijbc"]
+    )
+    assert {"rank1", "rank1_10", "tar_far_1e-6"} <= set(metrics["megaface"])
+    for name in SYNTHFACE:
+        assert (work / "plots" / "roc" / f"{name}.csv").read_text().startswith("fpr,tpr\n")
+        assert (work / "plots" / "roc" / f"{name}.png").read_bytes()[:4] == b"\x89PNG"
+    report = (work / "reports" / "evaluation.md").read_text()
+    assert "| IJB-B | tar_far_1e-4 | not available | | |" in report
+    assert "| LFW | accuracy |" in report and "99.83" in report
+    assert "CALFW not available" in stderr
+
+
+def test_metrics_figures_and_report_reach_mlflow(
+    evaluated: tuple[Path, str, str], mlflow_server: str
+) -> None:
+    import mlflow
+
+    _, run_id, _ = evaluated
+    client = mlflow.MlflowClient(mlflow_server)
+    run = client.get_run(run_id)
+    assert {"eval.lfw.accuracy", "eval.ijbc.tar_far_1e-4", "eval.megaface.rank1"} <= set(
+        run.data.metrics
+    )
+    assert run.data.tags["eval.iqiyi_vid"] == "not available"
+    artifacts = {a.path for d in ("plots", "reports") for a in client.list_artifacts(run_id, d)}
+    assert {"plots/roc.png", "reports/evaluation.md"} <= artifacts
+
+
+def test_rescoring_reads_the_cache_and_onnx_gives_the_same_numbers(
+    evaluated: tuple[Path, str, str], tiny_aligned: Path, model: Path
+) -> None:
+    work, _, _ = evaluated
+    first = json.loads((work / "metrics" / "eval.json").read_text())
+    data = tiny_aligned.parent / "eval"
+    again = _evaluate("--data", data, "--model", model, cwd=work)
+    assert again.returncode == 0, again.stderr
+    assert "0 images embedded" in again.stderr
+    assert json.loads((work / "metrics" / "eval.json").read_text()) == first
+
+    export_onnx(load_backbone(model), work / "backbone.onnx")
+    onnx = _evaluate(
+        "--data", data, "--model", work / "backbone.onnx",
+        "--metrics", work / "onnx.json", "--plots", work / "onnx_roc",
+        "--report", work / "onnx.md", cwd=work,
+    )  # fmt: skip
+    assert onnx.returncode == 0, onnx.stderr
+    from_onnx = json.loads((work / "onnx.json").read_text())
+    for name in SYNTHFACE:
+        for key, value in first[name].items():
+            assert from_onnx[name][key] == pytest.approx(value, abs=0.02), (name, key)
+
+
+def test_a_corrupt_protocol_file_is_one_clear_error(
+    tiny_aligned: Path, model: Path, tmp_path: Path
+) -> None:
+    import shutil
+
+    data = tmp_path / "eval"
+    shutil.copytree(tiny_aligned.parent / "eval", data)
+    pairs = data / "protocols" / "ijbc" / "meta" / "ijbc_template_pair_label.txt"
+    pairs.write_text(pairs.read_text().replace(" 0\n", " 7\n", 1))
+    proc = _evaluate("--data", data, "--model", model, cwd=tmp_path)
+    assert proc.returncode == 1
+    assert "ijbc_template_pair_label.txt" in proc.stderr and "not 0 or 1" in proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert not (tmp_path / "metrics").exists()  # nothing half-written
