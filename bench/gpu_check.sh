@@ -24,7 +24,7 @@ py=${PYTHON:-python3}
   # rank-1 at 1M distractors and a Trillion-Pairs slice with the exact thresholds on CUDA
   timeout 120 "$py" bench/embed_throughput.py --backbone r100 --width 1 --device cuda \
     --batch 256 --images 8192
-  timeout 150 "$py" bench/megaface_rank1.py --device cuda --chunk 65536
+  timeout 150 "$py" bench/megaface_rank1.py --device cuda --chunks 16384 65536
   timeout 150 "$py" bench/trillion_pairs.py --device cuda --probes 100000 \
     --distractors 1000000 --chunk 65536 --block 268435456 --max-buffer 1073741824
   # batched face detection on the GPU (both backends); the photo travels in the working tree
