@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from sklearn import metrics as sklearn_metrics  # the reference (installed with mlflow)
 
 from arcflow.data.protocols import ijb as protocol
 from arcflow.data.protocols.ijb import FaceTidMid, FivePoints, TemplatePairs, TemplateTable
@@ -176,7 +177,7 @@ def test_score_template_pairs_names_an_unknown_template() -> None:
 
 
 def test_verify_11_reads_sklearn_roc_the_reference_way() -> None:
-    roc_curve = pytest.importorskip("sklearn.metrics").roc_curve
+    roc_curve = sklearn_metrics.roc_curve
     rng = np.random.default_rng(5)
     labels = (rng.random(20_000) < 0.05).astype(np.int8)
     scores = (rng.standard_normal(20_000) * 0.1 + 0.4 * labels).astype(np.float32)
@@ -326,7 +327,7 @@ def _naive_toy_templates(data: dict, variant: str) -> dict[int, np.ndarray]:
 
 def _naive_11(data: dict, variant: str) -> dict[str, float]:
     """The reference 1:1 procedure in plain loops and sklearn, as the IJB notebooks run it."""
-    roc_curve = pytest.importorskip("sklearn.metrics").roc_curve
+    roc_curve = sklearn_metrics.roc_curve
     templates, pairs = _naive_toy_templates(data, variant), data["pairs"]
     scores = [
         templates[a] @ templates[b] for a, b in zip(pairs.template1, pairs.template2, strict=True)
