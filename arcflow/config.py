@@ -261,6 +261,7 @@ class EvaluateParams(Section):
         default_factory=lambda: ["all"], min_length=1
     )
     device: Literal["auto", "cpu", "cuda"] = "auto"
+    devices: Literal["auto"] | PositiveInt = 1
     batch_size: PositiveInt = 128
     flip: bool = True
     cache_dir: str | None = ".cache/features"

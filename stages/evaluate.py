@@ -9,20 +9,22 @@ ONNX export; features are cached per (model, dataset), so re-scoring does not re
 
 from __future__ import annotations
 
+import sys
+import tempfile
 from pathlib import Path
 
 import mlflow
 
 from arcflow.atomic import atomic_dir, atomic_file, write_csv, write_json
-from arcflow.devices import resolve_device
 from arcflow.errors import DataFormatError
 from arcflow.evaluate.cache import FeatureCache
 from arcflow.evaluate.context import EvalContext
 from arcflow.evaluate.embed import load_encoder
 from arcflow.evaluate.report import markdown_report, metrics_document, roc_figure, roc_rows
 from arcflow.evaluate.result import BenchmarkResult
-from arcflow.evaluate.suite import BY_NAME, run_suite, select
+from arcflow.evaluate.suite import BY_NAME, embed_all, run_suite, select
 from arcflow.tracking.run import resume_run
+from arcflow.train import distributed
 from stages.common import log, params, parser, run
 
 
@@ -39,15 +41,37 @@ def main() -> None:
     if not args.data.is_dir():
         raise FileNotFoundError(2, "no such directory", str(args.data))
     benchmarks = select(cfg.evaluate.benchmarks)
-    device = resolve_device(cfg.evaluate.device)
-    ctx = EvalContext(
-        args.data,
-        load_encoder(args.model, device),
-        batch_size=cfg.evaluate.batch_size,
-        flip=cfg.evaluate.flip,
-        cache=FeatureCache(cfg.evaluate.cache_dir),
-        device=device.type,
-    )
+    nproc = distributed.resolve_devices(cfg.evaluate.devices, cfg.evaluate.device)
+    code = distributed.relaunch_under_torchrun(nproc, "stages.evaluate", sys.argv[1:])
+    if code is not None:
+        if code:
+            raise SystemExit(code)
+        return
+    dist_ctx = distributed.init(cfg.evaluate.device)
+    try:
+        with tempfile.TemporaryDirectory(prefix="arcflow-features-") as scratch:
+            cache_dir = cfg.evaluate.cache_dir or (scratch if dist_ctx.distributed else None)
+            ctx = EvalContext(
+                args.data,
+                load_encoder(args.model, dist_ctx.device),
+                batch_size=cfg.evaluate.batch_size,
+                flip=cfg.evaluate.flip,
+                cache=FeatureCache(cache_dir),
+                device=dist_ctx.device.type,
+                dist=dist_ctx,
+            )
+            if dist_ctx.distributed:  # every rank embeds its share; the main rank scores
+                embed_all(ctx, benchmarks)
+                if not dist_ctx.is_main:
+                    return
+                ctx.dist = distributed.DistContext(device=dist_ctx.device)  # scores alone
+            evaluate(args, cfg, ctx, benchmarks)
+    finally:
+        distributed.shutdown()
+
+
+def evaluate(args, cfg, ctx: EvalContext, benchmarks) -> None:
+    """Score every benchmark, write the outputs, log to MLflow."""
     results = run_suite(ctx, cfg.evaluate, benchmarks)
     if all(result is None for result in results.values()):
         raise DataFormatError(

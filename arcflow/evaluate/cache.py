@@ -23,24 +23,41 @@ class FeatureCache:
             return None
         return self.root / model_key / f"{data_key}{'-flip' if flip else ''}.npz"
 
+    def has(self, model_key: str, data_key: str, flip: bool) -> bool:
+        """Whether an entry exists (it may still turn out unreadable)."""
+        path = self.path(model_key, data_key, flip)
+        return path is not None and path.is_file()
+
+    def get(self, model_key: str, data_key: str, flip: bool) -> Features | None:
+        """The cached features, or None when absent or unreadable."""
+        path = self.path(model_key, data_key, flip)
+        if path is None or not path.is_file():
+            return None
+        try:
+            with np.load(path) as blob:
+                return Features(blob["plain"], blob.get("flipped", None))
+        except (OSError, ValueError, KeyError):
+            return None  # unreadable entry: embed again and overwrite it
+
+    def put(self, model_key: str, data_key: str, flip: bool, features: Features) -> None:
+        """Store ``features`` atomically (nothing when caching is off)."""
+        path = self.path(model_key, data_key, flip)
+        if path is None:
+            return
+        path.parent.mkdir(parents=True, exist_ok=True)
+        arrays = {"plain": features.plain}
+        if features.flipped is not None:
+            arrays["flipped"] = features.flipped
+        with atomic_file(path) as tmp, open(tmp, "wb") as f:
+            np.savez(f, **arrays)
+
     def get_or_compute(
         self, model_key: str, data_key: str, flip: bool, compute: Callable[[], Features]
     ) -> tuple[Features, bool]:
         """The cached features, or ``compute()`` stored atomically; also whether it was a hit."""
-        path = self.path(model_key, data_key, flip)
-        if path is not None and path.is_file():
-            try:
-                with np.load(path) as blob:
-                    flipped = blob.get("flipped", None)
-                    return Features(blob["plain"], flipped), True
-            except (OSError, ValueError, KeyError):
-                pass  # unreadable entry: embed again and overwrite it
+        cached = self.get(model_key, data_key, flip)
+        if cached is not None:
+            return cached, True
         features = compute()
-        if path is not None:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            arrays = {"plain": features.plain}
-            if features.flipped is not None:
-                arrays["flipped"] = features.flipped
-            with atomic_file(path) as tmp, open(tmp, "wb") as f:
-                np.savez(f, **arrays)
+        self.put(model_key, data_key, flip, features)
         return features, False

@@ -13,12 +13,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+import torch.distributed as torch_dist
 
 from arcflow.data.binpairs import PairSet, load_bin
 from arcflow.data.imageset import ImageSet
 from arcflow.errors import DataFormatError
 from arcflow.evaluate.cache import FeatureCache
 from arcflow.evaluate.embed import Encoder, Features, embed_images, file_digest
+from arcflow.evaluate.sharded import embed_sharded
+from arcflow.train.distributed import DistContext
 
 
 @dataclass
@@ -31,6 +34,7 @@ class EvalContext:
     flip: bool = True
     cache: FeatureCache = field(default_factory=lambda: FeatureCache(None))
     device: str = "cpu"  # where scoring runs (MegaFace, Trillion-Pairs)
+    dist: DistContext = field(default_factory=DistContext)  # torchrun ranks share embedding
     embedded: int = 0  # images embedded in this run (cache misses), for the report
     cached: int = 0  # images whose features came from the cache
 
@@ -63,13 +67,24 @@ class EvalContext:
 
     def _features(self, where: Path, read, count: int, desc: str, files: list[Path]) -> Features:
         data_key = "-".join(file_digest(f)[:16] for f in files)
+        key = (self.encoder.key, data_key, self.flip)
+        if self.dist.distributed and not self._cached_everywhere(key):
+            features = embed_sharded(
+                self.encoder, read, count, self.dist,
+                batch_size=self.batch_size, flip=self.flip, desc=desc,
+            )  # fmt: skip
+            if self.dist.is_main:
+                self.cache.put(*key, features)
+            hit = False
+        else:
 
-        def compute() -> Features:
-            return embed_images(
-                self.encoder, read, count, batch_size=self.batch_size, flip=self.flip, desc=desc
-            )
+            def compute() -> Features:
+                return embed_images(
+                    self.encoder, read, count,
+                    batch_size=self.batch_size, flip=self.flip, desc=desc,
+                )  # fmt: skip
 
-        features, hit = self.cache.get_or_compute(self.encoder.key, data_key, self.flip, compute)
+            features, hit = self.cache.get_or_compute(*key, compute)
         if len(features) != count:
             raise DataFormatError(f"{where}: {count} images but {len(features)} cached features")
         if hit:
@@ -77,6 +92,19 @@ class EvalContext:
         else:
             self.embedded += count
         return features
+
+    def _cached_everywhere(self, key: tuple[str, str, bool]) -> bool:
+        """Whether the main rank has ``key`` cached (its answer, broadcast to every rank)."""
+        answer = [self.cache.has(*key) if self.dist.is_main else False]
+        torch_dist.broadcast_object_list(answer, src=0)
+        return bool(answer[0])
+
+    def prefetch(self, kind: str, name: str) -> None:
+        """Embed (and cache) a pair set (``kind="pairs"``) or image set (``"set"``)."""
+        if kind == "pairs":
+            self.pair_set(name)
+        else:
+            self.image_set(name)
 
 
 def rows_of(names: list[str], wanted: np.ndarray | list[str], where: str) -> np.ndarray:

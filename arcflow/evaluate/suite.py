@@ -30,10 +30,13 @@ class Benchmark:
     headline: str
     requires: tuple[str, ...]
     run: Runner
+    inputs: tuple[tuple[str, str], ...] = ()  # what it embeds: ("pairs"|"set", name)
 
 
 def _pairs(name: str, title: str) -> Benchmark:
-    return Benchmark(name, title, "accuracy", (f"{name}.bin",), runners.pair_set(name))
+    return Benchmark(
+        name, title, "accuracy", (f"{name}.bin",), runners.pair_set(name), (("pairs", name),)
+    )
 
 
 def _ijb(name: str, title: str) -> Benchmark:
@@ -49,6 +52,7 @@ def _ijb(name: str, title: str) -> Benchmark:
             f"{meta}_name_5pts_score.txt",
         ),
         runners.ijb(name),
+        (("set", name),),
     )
 
 
@@ -67,6 +71,7 @@ BENCHMARKS: tuple[Benchmark, ...] = (
         "rank1",
         ("sets/megaface.rec", "protocols/megaface/templatelists/facescrub_features_list.json"),
         runners.megaface,
+        (("set", "megaface"),),
     ),
     _ijb("ijbb", "IJB-B"),
     _ijb("ijbc", "IJB-C"),
@@ -80,6 +85,7 @@ BENCHMARKS: tuple[Benchmark, ...] = (
             "protocols/trillion_pairs/labels.txt",
         ),
         runners.trillion_pairs,
+        (("set", "trillion_pairs"),),
     ),
     Benchmark(
         "iqiyi_vid",
@@ -91,6 +97,7 @@ BENCHMARKS: tuple[Benchmark, ...] = (
             "protocols/iqiyi_vid/gt_v2/val_v2.txt",
         ),
         runners.iqiyi_vid,
+        (("set", "iqiyi_vid"),),
     ),
 )
 BY_NAME = {b.name: b for b in BENCHMARKS}
@@ -112,6 +119,14 @@ def select(names: Sequence[str]) -> list[Benchmark]:
 def missing_files(ctx: EvalContext, benchmark: Benchmark) -> list[str]:
     """The required files of ``benchmark`` absent from the evaluation folder."""
     return [rel for rel in benchmark.requires if not (ctx.root / rel).is_file()]
+
+
+def embed_all(ctx: EvalContext, benchmarks: Sequence[Benchmark]) -> None:
+    """Embed what every available benchmark needs into the cache (all torchrun ranks call it)."""
+    for benchmark in benchmarks:
+        if not missing_files(ctx, benchmark):
+            for kind, name in benchmark.inputs:
+                ctx.prefetch(kind, name)
 
 
 def run_suite(

@@ -129,3 +129,33 @@ def test_a_corrupt_protocol_file_is_one_clear_error(
     assert "ijbc_template_pair_label.txt" in proc.stderr and "not 0 or 1" in proc.stderr
     assert "Traceback" not in proc.stderr
     assert not (tmp_path / "metrics").exists()  # nothing half-written
+
+
+def test_two_torchrun_processes_share_the_embedding(
+    evaluated: tuple[Path, str, str], tiny_aligned: Path, model: Path, tmp_path: Path
+) -> None:
+    import numpy as np
+    import yaml
+
+    work, _, _ = evaluated
+    params = yaml.safe_load(PARAMS.read_text())
+    params["evaluate"]["devices"] = 2
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    proc = _evaluate(
+        "--params", tmp_path / "params.yaml", "--data", tiny_aligned.parent / "eval",
+        "--model", model, cwd=tmp_path,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    single = json.loads((work / "metrics" / "eval.json").read_text())
+    shared = json.loads((tmp_path / "metrics" / "eval.json").read_text())
+    assert shared.keys() == single.keys()
+    for name in SYNTHFACE:
+        for key, value in single[name].items():
+            assert shared[name][key] == pytest.approx(value, abs=0.02), (name, key)
+    ours = sorted((tmp_path / ".cache" / "features").rglob("*.npz"))
+    theirs = sorted((work / ".cache" / "features").rglob("*.npz"))
+    assert [p.name for p in ours] == [p.name for p in theirs] and len(ours) == len(SYNTHFACE)
+    for a, b in zip(ours, theirs, strict=True):
+        with np.load(a) as x, np.load(b) as y:
+            np.testing.assert_allclose(x["plain"], y["plain"], atol=1e-4)
+            np.testing.assert_allclose(x["flipped"], y["flipped"], atol=1e-4)

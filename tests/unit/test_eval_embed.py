@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from pathlib import Path
 
 import numpy as np
@@ -112,3 +113,18 @@ def test_rows_of_names_the_missing_image() -> None:
     np.testing.assert_array_equal(rows_of(["a", "b", "c"], ["c", "a"], "x"), [2, 0])
     with pytest.raises(DataFormatError, match="'d'"):
         rows_of(["a"], ["a", "d"], "x")
+
+
+@pytest.mark.parametrize(
+    ("count", "batch", "world"), [(10, 4, 2), (10, 4, 3), (3, 4, 2), (64, 8, 4)]
+)
+def test_rank_shares_are_whole_batches_covering_everything(
+    count: int, batch: int, world: int
+) -> None:
+    from arcflow.evaluate.sharded import share
+
+    shares = [share(count, batch, rank, world) for rank in range(world)]
+    assert shares[0][0] == 0 and shares[-1][1] == count
+    for (lo, hi), (next_lo, _) in itertools.pairwise(shares):
+        assert hi == next_lo and lo % batch == 0 and lo <= hi
+    assert share(10, 4, 0, 2) == (0, 8) and share(10, 4, 1, 2) == (8, 10)
