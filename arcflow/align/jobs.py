@@ -28,7 +28,7 @@ from typing import Literal
 import numpy as np
 
 from arcflow.data.imagefolder import IMAGE_EXTENSIONS, scan_image_folder
-from arcflow.data.protocols import agedb
+from arcflow.data.protocols import agedb, calfw
 from arcflow.data.protocols.agedb import five_points, read_agedb_protocol, read_pts
 from arcflow.data.protocols.cfp import CFPProtocol, read_cfp
 from arcflow.data.protocols.ijb import read_name_5pts_score
@@ -185,6 +185,22 @@ def cfp_pairs(protocol: CFPProtocol) -> Callable[[Path], Triples]:
     return read
 
 
+def cross_lfw_pairs(dataset: calfw.Dataset) -> Callable[[Path], Triples]:
+    """CALFW / CPLFW ``pairs_<DATASET>.txt`` in 10-fold order (fold k: its 300 positives,
+    then its 300 negatives), so contiguous 10-fold evaluation sees both classes per fold."""
+
+    def read(root: Path) -> Triples:
+        path = root / f"pairs_{dataset}.txt"
+        pairs = calfw.read_pairs(path, dataset)
+        try:
+            order = calfw.fold_order(pairs)
+        except ValueError as exc:
+            raise DataFormatError(f"{path}: {exc}") from None
+        return [(pairs[i].name1, pairs[i].name2, pairs[i].same) for i in order]
+
+    return read
+
+
 #: SynthFace's sets (and any release laid out like them) ship ``landmarks_5pts.txt``.
 _SYNTHFACE_POINTS = five_point_file("landmarks_5pts.txt")
 
@@ -217,6 +233,12 @@ EVAL_LAYOUTS = (
     ),
     EvalLayout("cfp_fp", "cfp", "Protocol/Pair_list_P.txt", pairs=cfp_pairs("FP")),
     EvalLayout("cfp_ff", "cfp", "Protocol/Pair_list_F.txt", pairs=cfp_pairs("FF")),
+    EvalLayout(
+        "calfw", "calfw", "pairs_CALFW.txt", images="images", pairs=cross_lfw_pairs("CALFW")
+    ),
+    EvalLayout(
+        "cplfw", "cplfw", "pairs_CPLFW.txt", images="images", pairs=cross_lfw_pairs("CPLFW")
+    ),
     EvalLayout(
         "ijbb",
         "ijb/IJBB",

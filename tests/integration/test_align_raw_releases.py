@@ -4,6 +4,7 @@ nothing), written as insightface ``.bin`` pair sets in protocol order."""
 
 from __future__ import annotations
 
+import itertools
 from pathlib import Path
 
 import cv2
@@ -14,7 +15,7 @@ from arcflow.align.dataset import align_dataset
 from arcflow.align.template import warp_face
 from arcflow.config import AlignParams
 from arcflow.data.binpairs import load_bin, save_bin
-from arcflow.data.protocols import agedb
+from arcflow.data.protocols import agedb, calfw, ijb
 from arcflow.data.protocols.cfp import CFPSplit, image_entry, read_cfp, write_cfp
 from arcflow.data.synthface import SynthFaceSpec, iter_images
 from arcflow.errors import ConfigError
@@ -124,3 +125,41 @@ def test_cfp_with_the_detector_and_centre_crops(cfp_release: Path, tmp_path: Pat
         crops = [cv2.imdecode(np.frombuffer(j, np.uint8), 1) for j in pairs.images]
         assert all(crop.shape == (112, 112, 3) for crop in crops)
         assert crops[0].max() == 0  # pair 1's first image: the black one, centre-cropped
+
+
+@pytest.mark.parametrize("dataset", ["CALFW", "CPLFW"])
+def test_cross_lfw_pairs_are_written_in_fold_order(
+    dataset: str, tiny_release: Path, tmp_path: Path
+) -> None:
+    """pairs_<DATASET>.txt lists 10 positives then 10 negatives; the .bin interleaves them by
+    fold (positive, negative, ...) so contiguous 10-fold evaluation sees both classes."""
+    raw = tmp_path / "raw"
+    _corrupt(tiny_release / "train.rec", raw / "train.rec", set())
+    root = raw / dataset.lower()
+    names, points, truth = [], [], {}
+    for identity, index, bgr, five in iter_images(SPEC):
+        name = f"P{identity}_{index:04d}.jpg"
+        (root / "images").mkdir(parents=True, exist_ok=True)
+        jpeg = _jpeg(bgr)
+        (root / "images" / name).write_bytes(jpeg)
+        names.append((identity, name))
+        points.append(np.asarray(five, np.float32))
+        frame = cv2.imdecode(np.frombuffer(jpeg, np.uint8), cv2.IMREAD_COLOR)
+        truth[name] = (frame, np.round(np.asarray(five, np.float32), 3))  # as the file has it
+    ijb.write_name_5pts_score(
+        root / "landmarks_5pts.txt",
+        ijb.FivePoints(np.array([n for _, n in names]), np.stack(points), np.ones(len(points))),
+    )
+    same = [(a, b) for a, b in itertools.combinations(names, 2) if a[0] == b[0]][:10]
+    diff = [(a, b) for a, b in itertools.combinations(names, 2) if a[0] != b[0]][:10]
+    label = (lambda k: k + 1) if dataset == "CALFW" else (lambda k: 1)
+    pairs = [calfw.LabeledPair(a[1], b[1], label(k)) for k, (a, b) in enumerate(same)]
+    pairs += [calfw.LabeledPair(a[1], b[1], 0) for a, b in diff]
+    calfw.write_pairs(root / f"pairs_{dataset}.txt", pairs)
+    align_dataset(raw, tmp_path / "train", AlignParams(), eval_out=tmp_path / "eval")
+    written = load_bin(tmp_path / "eval" / f"{dataset.lower()}.bin")
+    assert written.issame.tolist() == [True, False] * 10
+    for k, pair in enumerate(pairs[i] for i in calfw.fold_order(pairs)):
+        for side, name in enumerate((pair.name1, pair.name2)):
+            bgr, five = truth[name]
+            assert written.images[2 * k + side] == _jpeg(warp_face(bgr, five, 112)), (k, side)
