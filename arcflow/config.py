@@ -283,10 +283,13 @@ class EvaluateParams(Section):
 class ExportParams(Section):
     """ONNX export and its parity check against PyTorch."""
 
-    opset: Annotated[int, Field(ge=13, le=21)] = 17
+    opset: Annotated[int, Field(ge=17, le=21)] = 17
     atol: Annotated[float, Field(gt=0.0)] = 1e-4
+    min_cosine: Annotated[float, Field(gt=0.0, le=1.0)] = 0.99999
     parity_batch: PositiveInt = 8
+    parity_real: Annotated[int, Field(ge=0)] = 32
     latency_runs: PositiveInt = 20
+    throughput_batch: PositiveInt = 64
 
 
 class TrackingParams(Section):

@@ -1,0 +1,85 @@
+"""ONNX export: the recorded contract, onnx.checker, the parity gates, the stage's failures."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from arcflow.errors import ExportError
+from arcflow.export.onnx import CONTRACT, check_parity, export_onnx, measure_speed, read_metadata
+from arcflow.models import get_backbone
+from arcflow.models.saving import save_backbone
+from tests.conftest import run_stage
+
+pytestmark = pytest.mark.integration
+
+PARAMS = Path(__file__).resolve().parents[2] / "params.yaml"
+
+
+def _tiny(seed: int) -> nn.Module:
+    torch.manual_seed(seed)
+    return get_backbone("r18", width=0.125, embedding_size=32).eval()
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory: pytest.TempPathFactory) -> tuple[nn.Module, Path]:
+    model, path = _tiny(0), tmp_path_factory.mktemp("onnx") / "m.onnx"
+    export_onnx(model, path, opset=18, metadata={"backbone": "r18"})
+    return model, path
+
+
+def test_the_contract_is_in_the_model_and_it_passes_the_checker(exported) -> None:
+    import onnx
+
+    _, path = exported
+    meta = read_metadata(path)
+    assert {k: meta[k] for k in CONTRACT} == CONTRACT and meta["backbone"] == "r18"
+    assert "NOT L2-normalised" in meta["output"] and "(x / 255 - 0.5) / 0.5" in meta["input"]
+    model = onnx.load(str(path))
+    onnx.checker.check_model(model, full_check=True)
+    assert model.opset_import[0].version == 18
+    batch_dim = model.graph.input[0].type.tensor_type.shape.dim[0]
+    assert batch_dim.dim_param and not batch_dim.dim_value  # dynamic batch axis
+
+
+def test_parity_on_random_and_real_inputs(exported) -> None:
+    model, path = exported
+    real = np.random.default_rng(1).uniform(-1, 1, (5, 3, 112, 112)).astype(np.float32)
+    report = check_parity(model, path, batch=3, real=real)
+    assert report["parity_real"] == 5 and report["parity_batch"] == 3
+    assert report["max_abs_diff"] <= 1e-4 and report["min_cosine"] >= 0.99999
+
+
+def test_a_model_that_disagrees_fails_each_gate(exported) -> None:
+    _, path = exported
+    other = _tiny(1)  # same architecture, other weights: the ONNX file no longer matches
+    with pytest.raises(ExportError, match="atol"):
+        check_parity(other, path, batch=2)
+    with pytest.raises(ExportError, match="cosine"):
+        check_parity(other, path, batch=2, atol=1e9)
+
+
+def test_speed_report_compares_onnx_runtime_and_pytorch(exported) -> None:
+    model, path = exported
+    report = measure_speed(model, path, runs=3, batch=4)
+    for engine in ("onnx", "torch"):
+        assert report[f"{engine}_latency_ms_median"] > 0
+        assert report[f"{engine}_latency_ms_p90"] >= report[f"{engine}_latency_ms_median"]
+        assert report[f"{engine}_images_per_s_b4"] > 0
+
+
+def test_stage_without_real_crops_fails_cleanly_and_writes_nothing(tmp_path: Path) -> None:
+    kwargs = {"width": 0.125, "embedding_size": 32}
+    save_backbone(tmp_path / "b.pt", get_backbone("r18", **kwargs), "r18", kwargs)
+    (tmp_path / "eval").mkdir()
+    proc = run_stage(
+        "export", "--params", PARAMS, "--model", tmp_path / "b.pt", "--run", tmp_path / "r.json",
+        "--out", tmp_path / "m.onnx", "--data", tmp_path / "eval", cwd=tmp_path,
+    )  # fmt: skip
+    assert proc.returncode == 1
+    assert "no .bin pair set" in proc.stderr and "Traceback" not in proc.stderr
+    assert not (tmp_path / "m.onnx").exists() and not (tmp_path / "metrics").exists()
