@@ -18,7 +18,14 @@ from arcflow.atomic import atomic_file, write_json
 from arcflow.data.binpairs import load_bin
 from arcflow.errors import DataFormatError
 from arcflow.evaluate.embed import to_batch
-from arcflow.export.onnx import check_parity, export_onnx, measure_speed
+from arcflow.export.onnx import (
+    INPUT_NAME,
+    check_parity,
+    export_onnx,
+    measure_speed,
+    ort_session,
+    read_metadata,
+)
 from arcflow.models.saving import load_backbone
 from arcflow.tracking.run import resume_run
 from stages.common import log, params, parser, run, trained_model_args
@@ -38,12 +45,33 @@ def real_inputs(data: Path | None, count: int) -> np.ndarray | None:
     return to_batch(images, str(data))
 
 
+def log_onnx_model(path: Path, real: np.ndarray | None):
+    """``mlflow.onnx.log_model`` into the active run, with signature and an input example."""
+    import mlflow.onnx
+    import onnx
+    from mlflow.models import infer_signature
+
+    example = real[:1] if real is not None else np.zeros((1, 3, 112, 112), np.float32)
+    output = ort_session(path).run(None, {INPUT_NAME: example})[0]
+    return mlflow.onnx.log_model(
+        onnx.load(str(path)),
+        name="arcface",
+        signature=infer_signature(example, output),
+        input_example=example,
+        metadata=read_metadata(path),
+        save_as_external_data=False,
+    )
+
+
 def main() -> None:
     p = parser(__doc__)
     trained_model_args(p)
     p.add_argument("--out", type=Path, required=True, help="ONNX file to write")
     p.add_argument("--data", type=Path, help="aligned evaluation folder: real crops for parity")
     p.add_argument("--metrics", type=Path, default=Path("metrics/export.json"))
+    p.add_argument(
+        "--model-info", type=Path, default=Path("models/onnx_model.json"), help="MLflow model URI"
+    )
     args = p.parse_args()
     loaded = params(args, "export", "tracking")
     cfg = loaded.export
@@ -60,7 +88,8 @@ def main() -> None:
     write_json(args.metrics, report)
     with resume_run(loaded.tracking, Path.cwd(), args.run):
         mlflow.log_metrics({f"export.{k}": float(v) for k, v in report.items()})
-        mlflow.log_artifact(str(args.out), artifact_path="onnx")
+        info = log_onnx_model(args.out, real)
+    write_json(args.model_info, {"model_uri": info.model_uri, "model_id": info.model_id})
     log.info(
         "export: %s, max |onnx - torch| = %.2e over %d random + %d real inputs, "
         "%.1f ms/img (PyTorch %.1f)",

@@ -92,7 +92,7 @@ def _quiet_exporter() -> Iterator[None]:
         root.setLevel(level)
 
 
-def _session(path: str | Path) -> Any:
+def ort_session(path: str | Path) -> Any:
     import onnxruntime as ort
 
     options = ort.SessionOptions()
@@ -125,7 +125,7 @@ def check_parity(
     if n_real:
         x = np.concatenate([x, np.asarray(real, np.float32)])
     expected = model.eval().float().cpu()(torch.from_numpy(x)).numpy()
-    got = _session(path).run([OUTPUT_NAME], {INPUT_NAME: x})[0]
+    got = ort_session(path).run([OUTPUT_NAME], {INPUT_NAME: x})[0]
     if got.shape != expected.shape:
         raise ExportError(f"{path}: ONNX output shape {got.shape} != PyTorch {expected.shape}")
     diff = np.abs(got - expected)
@@ -174,7 +174,7 @@ def measure_speed(
 ) -> dict[str, float]:
     """ONNX Runtime vs PyTorch eager on the CPU: median/p90 latency of one image (ms) and
     throughput at ``batch`` (images/s, median of ``max(3, runs // 4)`` runs)."""
-    session = _session(path)
+    session = ort_session(path)
     model = model.eval().float().cpu()
     report: dict[str, float] = {}
     for engine, fn in (

@@ -83,3 +83,37 @@ def test_stage_without_real_crops_fails_cleanly_and_writes_nothing(tmp_path: Pat
     assert proc.returncode == 1
     assert "no .bin pair set" in proc.stderr and "Traceback" not in proc.stderr
     assert not (tmp_path / "m.onnx").exists() and not (tmp_path / "metrics").exists()
+
+
+def test_stage_logs_an_onnx_model_that_pyfunc_loads_to_the_same_embeddings(
+    tmp_path: Path, tiny_aligned: Path, mlflow_server: str
+) -> None:
+    import json
+
+    import mlflow
+
+    from arcflow.config import TrackingParams
+    from arcflow.export.onnx import ort_session
+    from arcflow.tracking.run import start_run
+
+    kwargs = {"width": 0.125, "embedding_size": 32}
+    save_backbone(tmp_path / "b.pt", get_backbone("r18", **kwargs), "r18", kwargs)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("MLFLOW_TRACKING_URI", mlflow_server)
+        with start_run(TrackingParams(), tmp_path, tmp_path / "r.json", run_name="x", tags={}):
+            pass
+    proc = run_stage(
+        "export", "--params", PARAMS, "--model", tmp_path / "b.pt", "--run", tmp_path / "r.json",
+        "--out", tmp_path / "m.onnx", "--data", tiny_aligned.parent / "eval", cwd=tmp_path,
+        env={"MLFLOW_TRACKING_URI": mlflow_server},
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    info = json.loads((tmp_path / "models" / "onnx_model.json").read_text())
+    mlflow.set_tracking_uri(mlflow_server)
+    loaded = mlflow.pyfunc.load_model(info["model_uri"])
+    x = np.random.default_rng(2).uniform(-1, 1, (3, 3, 112, 112)).astype(np.float32)
+    expected = ort_session(tmp_path / "m.onnx").run(None, {"data": x})[0]
+    got = loaded.predict(x)
+    got = next(iter(got.values())) if isinstance(got, dict) else np.asarray(got)
+    np.testing.assert_allclose(got, expected, atol=1e-6)
+    assert loaded.metadata.signature is not None
