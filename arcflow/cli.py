@@ -1,11 +1,14 @@
-"""The ``arcflow`` command: inspect an installation and validate params files.
+"""The ``arcflow`` command: promotion and rollback in the model registry, and utilities.
 
-Pipeline work runs through ``dvc repro``; this CLI holds what DVC shouldn't do.
+Pipeline work runs through ``dvc repro``; this CLI holds what DVC shouldn't do (it changes
+shared state or only inspects).
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
+from collections.abc import Iterator
 from importlib import metadata
 from pathlib import Path
 from typing import Annotated
@@ -27,6 +30,24 @@ def _version(package: str) -> str:
         return "not installed"
 
 
+@contextlib.contextmanager
+def _clean_errors() -> Iterator[None]:
+    """Expected failures (ours, or the MLflow server's) -> ``error:``/``hint:`` lines, exit 1."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        yield
+    except ArcFlowError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        if exc.hint:
+            typer.echo(f"hint: {exc.hint}", err=True)
+        raise typer.Exit(1) from None
+    except MlflowException as exc:
+        typer.echo(f"error: MLflow: {str(exc).splitlines()[0][:300]}", err=True)
+        typer.echo("hint: is the tracking server up? (MLFLOW_TRACKING_URI)", err=True)
+        raise typer.Exit(1) from None
+
+
 @app.command()
 def info() -> None:
     """Versions of the stack, the compute device and where MLflow logs."""
@@ -46,11 +67,8 @@ def validate(
     path: Annotated[Path, typer.Argument(help="params file")] = Path("params.yaml"),
 ) -> None:
     """Validate every section of a params file (params.yaml or a preset in configs/)."""
-    try:
+    with _clean_errors():
         load_params(path)
-    except ArcFlowError as exc:
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(1) from None
     typer.echo(f"{path}: valid")
 
 
@@ -81,6 +99,109 @@ def synthface_sheet(
         typer.echo(f"error: could not write {out}", err=True)
         raise typer.Exit(1)
     typer.echo(f"{out}: {identities} identities x {images} images (top: frames, bottom: aligned)")
+
+
+REJECTED_EXIT = 3  # `arcflow promote`: the candidate failed a gate (nothing is wrong)
+
+
+def _registry_client(params_file: Path, *sections: str):
+    """(validated params, an MlflowClient on the pipeline's tracking store)."""
+    from mlflow import MlflowClient
+
+    from arcflow.tracking.run import tracking_uri
+
+    loaded = load_params(params_file, (*sections, "registry", "tracking"))
+    return loaded, MlflowClient(tracking_uri=tracking_uri(loaded.tracking, Path.cwd()))
+
+
+def _model_id(model_info: Path, model_id: str | None) -> str:
+    import json
+
+    if model_id:
+        return model_id
+    try:
+        return str(json.loads(model_info.read_text())["model_id"])
+    except FileNotFoundError:
+        raise ArcFlowError(
+            f"{model_info}: no exported model recorded", hint="run the export stage first"
+        ) from None
+    except (ValueError, KeyError, TypeError) as exc:
+        raise ArcFlowError(f"{model_info}: not a model record ({exc})") from None
+
+
+ParamsOption = Annotated[Path, typer.Option("--params", help="params file")]
+DryRun = Annotated[bool, typer.Option("--dry-run", help="show the decision, change nothing")]
+
+
+@app.command()
+def promote(
+    model_info: Annotated[
+        Path, typer.Option(help="the export stage's record of the logged model")
+    ] = Path("models/onnx_model.json"),
+    model_id: Annotated[str | None, typer.Option(help="a logged model id instead")] = None,
+    report: Annotated[Path | None, typer.Option(help="also write the report here")] = Path(
+        "reports/promotion.md"
+    ),
+    params_file: ParamsOption = Path("params.yaml"),
+    dry_run: DryRun = False,
+) -> None:
+    """Register the exported model, alias it challenger, promote it to champion if it passes.
+
+    Exit 0: promoted (or would be, with --dry-run); 3: not promoted; 1: error.
+    """
+    from arcflow.atomic import atomic_file
+    from arcflow.registry import promote as promote_model
+
+    with _clean_errors():
+        loaded, client = _registry_client(params_file, "export")
+        outcome = promote_model(
+            client, loaded.registry, loaded.export, _model_id(model_info, model_id), dry_run=dry_run
+        )
+    typer.echo(outcome.report)
+    if report is not None:
+        report.parent.mkdir(parents=True, exist_ok=True)
+        with atomic_file(report) as tmp:
+            tmp.write_text(outcome.report, encoding="utf-8")
+    if not outcome.promoted:
+        raise typer.Exit(REJECTED_EXIT)
+
+
+@app.command()
+def rollback(params_file: ParamsOption = Path("params.yaml"), dry_run: DryRun = False) -> None:
+    """Give the champion alias back to the previous champion."""
+    from arcflow.registry import rollback as rollback_model
+
+    with _clean_errors():
+        loaded, client = _registry_client(params_file)
+        done = rollback_model(client, loaded.registry, dry_run=dry_run)
+    would = "would roll back" if done.dry_run else "rolled back"
+    previous = done.previous_after or "none"
+    typer.echo(
+        f"{loaded.registry.model_name}: {would} champion {done.from_version} -> "
+        f"{done.to_version}; previous-champion: {previous}"
+    )
+
+
+@app.command()
+def champion(
+    params_file: ParamsOption = Path("params.yaml"),
+    events: Annotated[int, typer.Option(help="audit events to show")] = 10,
+) -> None:
+    """The registry's aliases and its latest audit events."""
+    from arcflow.registry import audit_log
+    from arcflow.registry.store import aliases
+
+    with _clean_errors():
+        loaded, client = _registry_client(params_file)
+        name = loaded.registry.model_name
+        current = aliases(client, name)
+        log = audit_log(client, name)[-events:]
+    if not current:
+        typer.echo(f"{name}: no aliases yet (arcflow promote registers the first champion)")
+    for alias, version in sorted(current.items()):
+        typer.echo(f"{alias:<18} {name} version {version}")
+    for event in log:
+        typer.echo(f"{event['at']}  {event['event']:<9} v{event['version']}  {event['summary']}")
 
 
 if __name__ == "__main__":

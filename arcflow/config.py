@@ -286,10 +286,25 @@ class ExportParams(Section):
     opset: Annotated[int, Field(ge=17, le=21)] = 17
     atol: Annotated[float, Field(gt=0.0)] = 1e-4
     min_cosine: Annotated[float, Field(gt=0.0, le=1.0)] = 0.99999
+    fp16_min_cosine: Annotated[float, Field(gt=0.0, le=1.0)] = 0.999
     parity_batch: PositiveInt = 8
     parity_real: Annotated[int, Field(ge=0)] = 32
     latency_runs: PositiveInt = 20
     throughput_batch: PositiveInt = 64
+
+
+class RegistryParams(Section):
+    """Champion/challenger promotion in the MLflow model registry (``arcflow promote``)."""
+
+    model_name: Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")] = "arcface"
+    primary_metric: str = "eval.ijbc.tar_far_1e-4"
+    min_improvement: Annotated[float, Field(ge=0.0)] = 0.001
+    max_regression: Annotated[float, Field(ge=0.0)] = 0.005
+    regression_metrics: list[str] | None = None
+    min_metrics: dict[str, float] = Field(default_factory=dict)
+    max_latency_ms: Annotated[float, Field(gt=0.0)] | None = None
+    lock_timeout_s: Annotated[float, Field(gt=0.0)] = 300.0
+    lock_ttl_s: Annotated[float, Field(gt=0.0)] = 900.0
 
 
 class TrackingParams(Section):
@@ -305,6 +320,7 @@ SECTIONS: dict[str, type[Section]] = {
     "train": TrainParams,
     "evaluate": EvaluateParams,
     "export": ExportParams,
+    "registry": RegistryParams,
     "tracking": TrackingParams,
 }
 
@@ -319,6 +335,7 @@ class Params(BaseModel):
     train: TrainParams | None = None
     evaluate: EvaluateParams | None = None
     export: ExportParams | None = None
+    registry: RegistryParams | None = None
     tracking: TrackingParams | None = None
 
 

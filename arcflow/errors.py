@@ -46,3 +46,7 @@ class ExportError(ArcFlowError):
 
 class TrackingError(ArcFlowError):
     """MLflow could not be reached or the run referenced by the pipeline is gone."""
+
+
+class RegistryError(ArcFlowError):
+    """A promotion or rollback cannot be carried out (no candidate metrics, lock held, ...)."""

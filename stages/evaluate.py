@@ -3,8 +3,9 @@
 Benchmarks whose data is present are scored with the reference procedures; the others are
 listed as not available. Writes DVC metrics (benchmark -> metric -> value), a ROC curve per
 benchmark (CSV for DVC plots, PNG), a markdown report with the published numbers alongside,
-and logs all of it to the pipeline's MLflow run. ``--model`` takes the PyTorch backbone or its
-ONNX export; features are cached per (model, dataset), so re-scoring does not re-embed.
+and logs all of it to the pipeline's MLflow run. ``--model`` takes the PyTorch backbone,
+its ONNX export or an MLflow model URI (``models:/arcface@champion``); features are cached
+per (model, dataset), so re-scoring does not re-embed.
 """
 
 from __future__ import annotations
@@ -31,7 +32,11 @@ from stages.common import log, params, parser, run
 def main() -> None:
     p = parser(__doc__)
     p.add_argument("--data", type=Path, required=True, help="aligned evaluation folder")
-    p.add_argument("--model", type=Path, required=True, help="backbone.pt or an .onnx export")
+    p.add_argument(
+        "--model",
+        required=True,
+        help="backbone.pt, an .onnx export or an MLflow model URI (models:/arcface@champion)",
+    )
     p.add_argument("--run", type=Path, help="mlflow_run.json from train (omit: no MLflow)")
     p.add_argument("--metrics", type=Path, default=Path("metrics/eval.json"))
     p.add_argument("--plots", type=Path, default=Path("plots/roc"), help="ROC csv + png per set")

@@ -15,7 +15,6 @@ import contextlib
 import hashlib
 import json
 import shutil
-import subprocess
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -34,20 +33,11 @@ from arcflow.errors import DataFormatError
 from arcflow.evaluate.embed import embed_crops
 from arcflow.evaluate.verification import evaluate_pairs
 from arcflow.models.saving import save_backbone
+from arcflow.tracking.provenance import git_commit
 from arcflow.tracking.run import flatten, start_run
 from arcflow.train import distributed
 from arcflow.train.loop import TrainResult, train_model
 from stages.common import log, params, parser, run
-
-
-def _git_sha() -> str:
-    try:
-        out = subprocess.run(
-            ["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True
-        )
-        return out.stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
 
 
 def run_fingerprint(train_params: dict, data: Path, world_size: int) -> str:
@@ -139,7 +129,7 @@ def main() -> None:
                 ctx.device,
             )
         resume = (args.checkpoints / "rank000.pt").exists()
-        tags = {"arcflow.stage": "train", "arcflow.git_sha": _git_sha()}
+        tags = {"arcflow.stage": "train", "arcflow.git_sha": git_commit()}
         tracking = (
             start_run(
                 cfg.tracking,

@@ -84,9 +84,14 @@ class OnnxEncoder:
 
 
 def load_encoder(path: str | Path, device: torch.device | str = "cpu") -> Encoder:
-    """An encoder for ``backbone.pt`` (PyTorch) or ``*.onnx`` (ONNX Runtime)."""
+    """An encoder for ``backbone.pt`` (PyTorch), ``*.onnx`` (ONNX Runtime) or an MLflow model
+    URI of an exported ONNX model (``models:/arcface@champion``)."""
     from arcflow.models.saving import load_backbone
 
+    if str(path).startswith("models:/"):
+        from arcflow.export.mlflow_model import download_onnx
+
+        path = download_onnx(str(path))
     path = Path(path)
     if path.suffix == ".onnx":
         return OnnxEncoder(path, device=torch.device(device).type)

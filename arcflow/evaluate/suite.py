@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from arcflow.config import EvaluateParams
@@ -18,7 +18,6 @@ from arcflow.evaluate.result import BenchmarkResult
 
 log = logging.getLogger("arcflow")
 
-Runner = Callable[[EvalContext, EvaluateParams], BenchmarkResult]
 
 
 @dataclass(frozen=True)
@@ -29,7 +28,7 @@ class Benchmark:
     title: str
     headline: str
     requires: tuple[str, ...]
-    run: Runner
+    run: runners.Runner
     inputs: tuple[tuple[str, str], ...] = ()  # what it embeds: ("pairs"|"set", name)
 
 

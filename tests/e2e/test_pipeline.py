@@ -36,12 +36,14 @@ def _copy_checkout(src: Path, dst: Path) -> None:
             shutil.copy2(src / rel, dst / rel)
 
 
-def _run(cmd: list[str], cwd: Path) -> subprocess.CompletedProcess[str]:
+def _run(cmd: list[str], cwd: Path, expect: int = 0) -> subprocess.CompletedProcess[str]:
     venv_bin = str(Path(sys.executable).parent)
     env = {**os.environ, "PATH": f"{venv_bin}{os.pathsep}{os.environ['PATH']}", "CI": "true"}
     env.pop("MLFLOW_TRACKING_URI", None)
     proc = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=1500)
-    assert proc.returncode == 0, f"{' '.join(cmd)} failed:\n{proc.stdout}\n{proc.stderr}"
+    assert proc.returncode == expect, (
+        f"{' '.join(cmd)} exited {proc.returncode}:\n{proc.stdout}\n{proc.stderr}"
+    )
     return proc
 
 
@@ -97,6 +99,25 @@ def test_one_mlflow_run_holds_all_stages(pipeline: Path) -> None:
     assert {"plots/roc.png", "reports/evaluation.md"} <= artifacts
 
 
+def test_the_exported_model_becomes_the_first_champion(pipeline: Path) -> None:
+    """`arcflow promote` on the pipeline's own output: the first model passes the absolute
+    gates of params.yaml; promoting it again changes nothing (exit 3: not promoted)."""
+    import mlflow
+
+    model_id = json.loads((pipeline / "models" / "onnx_model.json").read_text())["model_id"]
+    client = mlflow.MlflowClient(f"sqlite:///{pipeline / 'mlflow.db'}")
+    logged = client.get_logged_model(model_id)
+    assert {"git_commit", "params_hash", "data_version"} <= set(logged.params)
+    assert logged.params["data_version"] != "unknown"  # dvc.lock had train's entry
+    assert {"eval.lfw.accuracy", "export.min_cosine"} <= {m.key for m in logged.metrics}
+
+    promoted = _run([sys.executable, "-m", "arcflow.cli", "promote"], pipeline)
+    assert "**Decision: promoted.**" in promoted.stdout
+    assert client.get_model_version_by_alias("arcface", "champion").version == "1"
+    again = _run([sys.executable, "-m", "arcflow.cli", "promote"], pipeline, expect=3)
+    assert "champion already" in again.stdout
+
+
 def test_second_repro_reruns_nothing(pipeline: Path) -> None:
     out = _run(["dvc", "repro"], pipeline).stdout
     for stage in STAGES:
@@ -106,7 +127,8 @@ def test_second_repro_reruns_nothing(pipeline: Path) -> None:
 
 def test_changing_one_dataset_param_reruns_only_its_dependents(pipeline: Path) -> None:
     """More MegaFace distractors change the raw release and the aligned MegaFace set but not
-    the aligned training data: download, align and evaluate rerun; train and export don't."""
+    the aligned training data: download, align and evaluate rerun, and export (the logged
+    model records the new metrics); train doesn't."""
     import yaml
 
     params_file = pipeline / "params.yaml"
@@ -117,5 +139,5 @@ def test_changing_one_dataset_param_reruns_only_its_dependents(pipeline: Path) -
     assert "Running stage 'download@synthface'" in out
     assert "Running stage 'align'" in out
     assert "Running stage 'evaluate'" in out
-    for stage in ("train", "export"):
-        assert f"Stage '{stage}' didn't change, skipping" in out, out
+    assert "Running stage 'export'" in out
+    assert "Stage 'train' didn't change, skipping" in out, out

@@ -63,6 +63,27 @@ def test_a_model_that_disagrees_fails_each_gate(exported) -> None:
         check_parity(other, path, batch=2, atol=1e9)
 
 
+def test_float16_variant_keeps_the_float32_interface_and_passes_a_cosine_gate(
+    exported, tmp_path: Path
+) -> None:
+    import onnx
+
+    model, fp32 = exported
+    path = tmp_path / "m16.onnx"
+    export_onnx(model, path, opset=18, metadata={"backbone": "r18"}, half=True)
+    graph = onnx.load(str(path)).graph
+    float32 = onnx.TensorProto.FLOAT
+    assert graph.input[0].type.tensor_type.elem_type == float32
+    assert graph.output[0].type.tensor_type.elem_type == float32
+    assert any(t.data_type == onnx.TensorProto.FLOAT16 for t in graph.initializer)
+    assert path.stat().st_size < 0.6 * fp32.stat().st_size
+    assert read_metadata(path)["precision"].startswith("float16")
+    report = check_parity(model, path, atol=float("inf"), min_cosine=0.999)
+    assert 0.999 <= report["min_cosine"] < 1.0  # really float16: not bit-identical
+    with pytest.raises(ExportError, match="cosine"):
+        check_parity(model, path, atol=float("inf"), min_cosine=0.9999999)
+
+
 def test_speed_report_compares_onnx_runtime_and_pytorch(exported) -> None:
     model, path = exported
     report = measure_speed(model, path, runs=3, batch=4)
@@ -102,14 +123,31 @@ def test_stage_logs_an_onnx_model_that_pyfunc_loads_to_the_same_embeddings(
         mp.setenv("MLFLOW_TRACKING_URI", mlflow_server)
         with start_run(TrackingParams(), tmp_path, tmp_path / "r.json", run_name="x", tags={}):
             pass
+    (tmp_path / "metrics").mkdir()
+    (tmp_path / "metrics" / "eval.json").write_text(
+        json.dumps({"lfw": {"accuracy": 0.75}, "ijbc": "not available"})
+    )
+    (tmp_path / "dvc.lock").write_text(
+        "stages:\n  train:\n    deps:\n    - path: data/aligned/train\n      md5: f00.dir\n"
+    )
     proc = run_stage(
         "export", "--params", PARAMS, "--model", tmp_path / "b.pt", "--run", tmp_path / "r.json",
-        "--out", tmp_path / "m.onnx", "--data", tiny_aligned.parent / "eval", cwd=tmp_path,
+        "--out", tmp_path / "m.onnx", "--data", tiny_aligned.parent / "eval",
+        "--out-fp16", tmp_path / "m16.onnx", cwd=tmp_path,
         env={"MLFLOW_TRACKING_URI": mlflow_server},
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr
+    report = json.loads((tmp_path / "metrics" / "export.json").read_text())
+    assert report["fp16_min_cosine"] >= 0.999 and (tmp_path / "m16.onnx").is_file()
     info = json.loads((tmp_path / "models" / "onnx_model.json").read_text())
     mlflow.set_tracking_uri(mlflow_server)
+    logged = mlflow.MlflowClient().get_logged_model(info["model_id"])
+    metrics = {m.key: m.value for m in logged.metrics}
+    assert metrics["eval.lfw.accuracy"] == 0.75 and not any("ijbc" in k for k in metrics)
+    assert metrics["export.max_abs_diff"] <= 1e-4 and "export.onnx_latency_ms_median" in metrics
+    assert logged.params["data.data/aligned/train"] == "f00.dir"
+    assert len(logged.params["params_hash"]) == 64 and logged.params["data_version"] != "unknown"
+    assert logged.tags["arcflow.git_commit"] == logged.params["git_commit"]
     loaded = mlflow.pyfunc.load_model(info["model_uri"])
     x = np.random.default_rng(2).uniform(-1, 1, (3, 3, 112, 112)).astype(np.float32)
     expected = ort_session(tmp_path / "m.onnx").run(None, {"data": x})[0]

@@ -1,0 +1,141 @@
+"""Reading and writing the MLflow registry: logged models, versions, aliases, the audit log.
+
+The audit log is a series of registered-model tags ``audit.000001``, ``audit.000002``, ... each
+a JSON event (promoted, rejected, rollback) with the champion before and after; it is only
+appended to under the promotion lock, so it replays to the current aliases.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+from arcflow.errors import RegistryError
+
+CHAMPION = "champion"
+CHALLENGER = "challenger"
+PREVIOUS = "previous-champion"
+AUDIT_PREFIX = "audit."
+MODEL_URI_PREFIX = "models:/"
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """A logged model: its id, the run it was logged in, its metrics and provenance."""
+
+    model_id: str
+    run_id: str | None
+    metrics: dict[str, float]
+    params: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def model_uri(self) -> str:
+        return f"{MODEL_URI_PREFIX}{self.model_id}"
+
+
+def logged_model(client: Any, model_id: str) -> Candidate:
+    """The logged model ``model_id`` with its latest value of each metric."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        model = client.get_logged_model(model_id)
+    except MlflowException as exc:
+        raise RegistryError(
+            f"logged model {model_id} is not in the tracking store: {str(exc).splitlines()[0]}",
+            hint="export logs the model (dvc repro export); check MLFLOW_TRACKING_URI",
+        ) from None
+    latest: dict[str, tuple[int, int, float]] = {}
+    for metric in model.metrics or []:
+        stamp = (metric.step, metric.timestamp)
+        if metric.key not in latest or stamp >= latest[metric.key][:2]:
+            latest[metric.key] = (*stamp, float(metric.value))
+    return Candidate(
+        model_id=model.model_id,
+        run_id=model.source_run_id,
+        metrics={key: value for key, (_, _, value) in latest.items()},
+        params=dict(model.params or {}),
+    )
+
+
+def version_model_id(version: Any) -> str | None:
+    """The logged model behind a registry version (MLflow 3 records it, or its source URI)."""
+    model_id = getattr(version, "model_id", None)
+    if model_id:
+        return str(model_id)
+    source = str(version.source or "")
+    rest = source[len(MODEL_URI_PREFIX) :] if source.startswith(MODEL_URI_PREFIX) else ""
+    return rest if rest.startswith("m-") and "/" not in rest else None
+
+
+def version_candidate(client: Any, name: str, version: str) -> Candidate | None:
+    """The logged model of ``name`` version ``version``; None if it has none (pre-MLflow 3)."""
+    model_id = version_model_id(client.get_model_version(name, version))
+    return logged_model(client, model_id) if model_id else None
+
+
+def aliases(client: Any, name: str) -> dict[str, str]:
+    """alias -> version of the registered model; empty if it does not exist yet."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        model = client.get_registered_model(name)
+    except MlflowException as exc:
+        if exc.error_code == "RESOURCE_DOES_NOT_EXIST":
+            return {}
+        raise
+    return {alias: str(version) for alias, version in (model.aliases or {}).items()}
+
+
+def find_version(client: Any, name: str, model_id: str) -> Any | None:
+    """The registry version of ``name`` made from logged model ``model_id``, if any."""
+    for version in client.search_model_versions(f"name='{name}'"):
+        if version_model_id(version) == model_id:
+            return version
+    return None
+
+
+def register(client: Any, name: str, candidate: Candidate, tags: dict[str, str]) -> Any:
+    """A new version of ``name`` (created if needed) from the candidate's logged model."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        client.create_registered_model(name, description="ArcFace embedding model (ONNX)")
+    except MlflowException as exc:
+        if exc.error_code != "RESOURCE_ALREADY_EXISTS":
+            raise
+    return client.create_model_version(
+        name,
+        source=candidate.model_uri,
+        run_id=candidate.run_id,
+        tags=tags,
+        model_id=candidate.model_id,
+    )
+
+
+def set_alias(client: Any, name: str, alias: str, version: str | None) -> None:
+    """Point ``alias`` at ``version``; None removes it."""
+    if version is None:
+        client.delete_registered_model_alias(name, alias)
+    else:
+        client.set_registered_model_alias(name, alias, version)
+
+
+def audit_log(client: Any, name: str) -> list[dict[str, Any]]:
+    """Every recorded event of ``name``, oldest first."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        tags = client.get_registered_model(name).tags or {}
+    except MlflowException:
+        return []
+    keys = sorted(key for key in tags if key.startswith(AUDIT_PREFIX))
+    return [json.loads(tags[key]) for key in keys]
+
+
+def append_event(client: Any, name: str, event: dict[str, Any]) -> str:
+    """Append ``event`` to the audit log (call under the promotion lock); returns its key."""
+    log = audit_log(client, name)
+    key = f"{AUDIT_PREFIX}{len(log) + 1:06d}"
+    client.set_registered_model_tag(name, key, json.dumps(event, sort_keys=True))
+    return key
