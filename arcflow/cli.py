@@ -204,5 +204,37 @@ def champion(
         typer.echo(f"{event['at']}  {event['event']:<9} v{event['version']}  {event['summary']}")
 
 
+@app.command()
+def doctor(params_file: ParamsOption = Path("params.yaml")) -> None:
+    """Check the services this checkout is configured to use; name the setting to fix.
+
+    MLflow (MLFLOW_TRACKING_URI), Prefect (PREFECT_API_URL), the DVC remote and s3:// data
+    sources (endpoint, credentials, bucket). Exit 1 if any check fails.
+    """
+    import subprocess
+
+    from arcflow.services import configured_checks
+    from arcflow.tracking.run import tracking_uri
+
+    with _clean_errors():
+        loaded = load_params(params_file, ("data", "tracking"))
+    try:  # the DVC remote as DVC sees it (.dvc/config + config.local)
+        listing = subprocess.run(
+            ["dvc", "config", "--list"], capture_output=True, text=True, timeout=60
+        ).stdout
+    except (OSError, subprocess.TimeoutExpired):
+        listing = ""
+    checks = configured_checks(
+        loaded.data,
+        tracking_uri(loaded.tracking, Path.cwd()),
+        os.environ.get("PREFECT_API_URL"),
+        listing,
+    )
+    for check in checks:
+        typer.echo(check.line(), err=not check.ok)
+    if not all(check.ok for check in checks):
+        raise typer.Exit(1)
+
+
 if __name__ == "__main__":
     app()

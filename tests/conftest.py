@@ -1,4 +1,5 @@
-"""Shared fixtures: the repository root, a tiny SynthFace release, stage runners."""
+"""Shared fixtures: the repository root, the local service stack, a tiny SynthFace release,
+stage runners."""
 
 from __future__ import annotations
 
@@ -6,11 +7,13 @@ import os
 import subprocess
 import sys
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from arcflow.config import SynthFaceParams
+from infra.local.stack import Stack, down, load, up
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -18,6 +21,25 @@ ROOT = Path(__file__).resolve().parents[1]
 @pytest.fixture(scope="session")
 def repo_root() -> Path:
     return ROOT
+
+
+@pytest.fixture(scope="session")
+def local_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    """moto S3 + MLflow server (artifacts proxied to S3) + Prefect server on loopback.
+
+    The stack of `make services-up` is reused (and left running) when it is up; otherwise one
+    is started for the session and stopped after it.
+    """
+    running = load(ROOT / ".services")
+    if running is not None:
+        yield running
+        return
+    root = tmp_path_factory.mktemp("stack")
+    stack = up(root)
+    try:
+        yield stack
+    finally:
+        down(root)
 
 
 @pytest.fixture(scope="session")

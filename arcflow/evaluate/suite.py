@@ -19,7 +19,6 @@ from arcflow.evaluate.result import BenchmarkResult
 log = logging.getLogger("arcflow")
 
 
-
 @dataclass(frozen=True)
 class Benchmark:
     """``requires``: paths under the evaluation folder that must all exist to run it."""

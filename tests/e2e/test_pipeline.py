@@ -1,4 +1,5 @@
-"""`dvc repro` of the whole default pipeline in a temporary copy of the repository."""
+"""`dvc repro` of the whole default pipeline in a temporary copy of the repository, against
+the local service stack: MLflow server with artifacts in S3, the DVC remote on S3."""
 
 from __future__ import annotations
 
@@ -7,11 +8,15 @@ import os
 import shutil
 import subprocess
 import sys
+import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import yaml
 
 from arcflow.config import BENCHMARK_NAMES
+from infra.local.stack import BUCKETS, Stack
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
@@ -36,10 +41,13 @@ def _copy_checkout(src: Path, dst: Path) -> None:
             shutil.copy2(src / rel, dst / rel)
 
 
+SERVICES: dict[str, str] = {}  # the local stack's environment, set by the pipeline fixture
+
+
 def _run(cmd: list[str], cwd: Path, expect: int = 0) -> subprocess.CompletedProcess[str]:
     venv_bin = str(Path(sys.executable).parent)
     env = {**os.environ, "PATH": f"{venv_bin}{os.pathsep}{os.environ['PATH']}", "CI": "true"}
-    env.pop("MLFLOW_TRACKING_URI", None)
+    env.update(SERVICES)
     proc = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=1500)
     assert proc.returncode == expect, (
         f"{' '.join(cmd)} exited {proc.returncode}:\n{proc.stdout}\n{proc.stderr}"
@@ -48,16 +56,35 @@ def _run(cmd: list[str], cwd: Path, expect: int = 0) -> subprocess.CompletedProc
 
 
 @pytest.fixture(scope="module")
-def pipeline(repo_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+def pipeline(
+    repo_root: Path, tmp_path_factory: pytest.TempPathFactory, local_stack: Stack
+) -> Iterator[Path]:
     work = tmp_path_factory.mktemp("pipeline")
     _copy_checkout(repo_root, work)
     # start from nothing: no lock, no committed metrics or plots to mistake for fresh ones
     (work / "dvc.lock").unlink(missing_ok=True)
     for stale in ("metrics", "plots", "reports"):
         shutil.rmtree(work / stale, ignore_errors=True)
+    # the stack is shared with other tests: an experiment and a registered model of our own
+    params = yaml.safe_load((work / "params.yaml").read_text())
+    params["tracking"]["experiment"] = f"e2e-{uuid.uuid4().hex[:8]}"
+    params["registry"]["model_name"] = f"arcface-e2e-{uuid.uuid4().hex[:8]}"
+    (work / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    SERVICES.update(local_stack.env())
     _run(["git", "init", "-q"], work)
     _run(["dvc", "repro"], work)
-    return work
+    yield work
+    SERVICES.clear()
+
+
+def _params(pipeline: Path) -> dict:
+    return yaml.safe_load((pipeline / "params.yaml").read_text())
+
+
+def _client():
+    import mlflow
+
+    return mlflow.MlflowClient(SERVICES["MLFLOW_TRACKING_URI"])
 
 
 def test_repro_produces_metrics_model_and_onnx(pipeline: Path) -> None:
@@ -80,11 +107,13 @@ def test_repro_produces_metrics_model_and_onnx(pipeline: Path) -> None:
     assert (pipeline / "plots" / "roc" / "lfw.csv").read_text().startswith("fpr,tpr")
 
 
-def test_one_mlflow_run_holds_all_stages(pipeline: Path) -> None:
-    import mlflow
+def test_one_mlflow_run_holds_all_stages_with_artifacts_in_s3(
+    pipeline: Path, local_stack: Stack
+) -> None:
+    import boto3
 
     run_id = json.loads((pipeline / "models" / "mlflow_run.json").read_text())["run_id"]
-    client = mlflow.MlflowClient(f"sqlite:///{pipeline / 'mlflow.db'}")
+    client = _client()
     run = client.get_run(run_id)
     keys = set(run.data.metrics)
     assert {
@@ -94,18 +123,34 @@ def test_one_mlflow_run_holds_all_stages(pipeline: Path) -> None:
         "export.max_abs_diff",
     } <= keys
     assert run.data.params["train.head"] == "arcface"
+    experiment = client.get_experiment_by_name(_params(pipeline)["tracking"]["experiment"])
+    assert run.info.experiment_id == experiment.experiment_id
     assert len(client.search_runs([run.info.experiment_id])) == 1
     artifacts = {a.path for d in ("plots", "reports") for a in client.list_artifacts(run_id, d)}
     assert {"plots/roc.png", "reports/evaluation.md"} <= artifacts
+    # proxied artifacts: the server wrote them into the stack's bucket
+    model_id = json.loads((pipeline / "models" / "onnx_model.json").read_text())["model_id"]
+    s3 = boto3.client("s3", endpoint_url=local_stack.s3_url, **_boto(local_stack))
+    pages = s3.get_paginator("list_objects_v2").paginate(Bucket=BUCKETS["mlflow"])
+    stored = [obj["Key"] for page in pages for obj in page.get("Contents", [])]
+    assert any(run_id in k and k.endswith("plots/roc.png") for k in stored)
+    assert any(model_id in k and k.endswith("model.onnx") for k in stored)
+
+
+def _boto(stack: Stack) -> dict[str, str]:
+    env = stack.env()
+    return {
+        "aws_access_key_id": env["AWS_ACCESS_KEY_ID"],
+        "aws_secret_access_key": env["AWS_SECRET_ACCESS_KEY"],
+        "region_name": env["AWS_DEFAULT_REGION"],
+    }
 
 
 def test_the_exported_model_becomes_the_first_champion(pipeline: Path) -> None:
-    """`arcflow promote` on the pipeline's own output: the first model passes the absolute
-    gates of params.yaml; promoting it again changes nothing (exit 3: not promoted)."""
-    import mlflow
-
+    """`arcflow promote` on the pipeline's own output, against the MLflow server: the first
+    model passes the absolute gates of params.yaml; promoting it again changes nothing."""
     model_id = json.loads((pipeline / "models" / "onnx_model.json").read_text())["model_id"]
-    client = mlflow.MlflowClient(f"sqlite:///{pipeline / 'mlflow.db'}")
+    client = _client()
     logged = client.get_logged_model(model_id)
     assert {"git_commit", "params_hash", "data_version"} <= set(logged.params)
     assert logged.params["data_version"] != "unknown"  # dvc.lock had train's entry
@@ -113,7 +158,8 @@ def test_the_exported_model_becomes_the_first_champion(pipeline: Path) -> None:
 
     promoted = _run([sys.executable, "-m", "arcflow.cli", "promote"], pipeline)
     assert "**Decision: promoted.**" in promoted.stdout
-    assert client.get_model_version_by_alias("arcface", "champion").version == "1"
+    name = _params(pipeline)["registry"]["model_name"]
+    assert str(client.get_model_version_by_alias(name, "champion").version) == "1"
     again = _run([sys.executable, "-m", "arcflow.cli", "promote"], pipeline, expect=3)
     assert "champion already" in again.stdout
 
@@ -125,12 +171,35 @@ def test_second_repro_reruns_nothing(pipeline: Path) -> None:
     assert "Running stage" not in out
 
 
+def test_dvc_push_then_pull_into_a_fresh_clone_restores_everything(
+    pipeline: Path, tmp_path: Path
+) -> None:
+    """The DVC remote on the stack's S3 (endpoint and credentials from the environment):
+    push from this checkout, pull into a fresh one, and `dvc repro` there runs nothing."""
+    remote = f"s3://{BUCKETS['dvc']}/{uuid.uuid4().hex[:8]}"
+    _run(["dvc", "remote", "add", "-d", "storage", remote], pipeline)
+    pushed = _run(["dvc", "push"], pipeline).stdout
+    assert "pushed" in pushed
+    clone = tmp_path / "clone"
+    clone.mkdir()
+    _copy_checkout(pipeline, clone)  # what `git clone` would give: no outputs, no DVC cache
+    assert not (clone / "models" / "backbone.pt").exists()
+    assert not (clone / ".dvc" / "cache").exists()
+    _run(["git", "init", "-q"], clone)
+    _run(["dvc", "pull"], clone)
+    for rel in ("models/backbone.pt", "models/arcface.onnx", "data/aligned/train/train.rec"):
+        assert (clone / rel).read_bytes() == (pipeline / rel).read_bytes(), rel
+    assert "up to date" in _run(["dvc", "status"], clone).stdout
+    out = _run(["dvc", "repro"], clone).stdout
+    assert "Running stage" not in out, out
+    for stage in STAGES:
+        assert f"Stage '{stage}' didn't change, skipping" in out, out
+
+
 def test_changing_one_dataset_param_reruns_only_its_dependents(pipeline: Path) -> None:
     """More MegaFace distractors change the raw release and the aligned MegaFace set but not
     the aligned training data: download, align and evaluate rerun, and export (the logged
     model records the new metrics); train doesn't."""
-    import yaml
-
     params_file = pipeline / "params.yaml"
     params = yaml.safe_load(params_file.read_text())
     params["data"]["sources"]["synthface"]["options"]["megaface_distractors"] += 10

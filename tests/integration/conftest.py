@@ -1,36 +1,14 @@
-"""Fixtures that start real servers on loopback."""
+"""Fixtures of the integration tests: the real servers they talk to."""
 
 from __future__ import annotations
 
-import sys
-from collections.abc import Iterator
-from pathlib import Path
-
 import pytest
 
-from tests.servers import free_port, running_server
+from infra.local.stack import Stack
 
 
 @pytest.fixture(scope="session")
-def mlflow_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """A real `mlflow server` (SQLite backend, proxied local artifacts); yields its URI."""
-    root = tmp_path_factory.mktemp("mlflow-server")
-    port = free_port()
-    mlflow = Path(sys.executable).with_name("mlflow")
-    cmd = [
-        str(mlflow),
-        "server",
-        "--host",
-        "127.0.0.1",
-        "--port",
-        str(port),
-        "--workers",
-        "1",
-        "--backend-store-uri",
-        f"sqlite:///{root / 'mlflow.db'}",
-        "--artifacts-destination",
-        str(root / "artifacts"),
-    ]
-    url = f"http://127.0.0.1:{port}"
-    with running_server(cmd, f"{url}/health", root / "server.log"):
-        yield url
+def mlflow_server(local_stack: Stack) -> str:
+    """The local stack's `mlflow server` (SQLite backend, artifacts proxied to the S3
+    endpoint); its URI."""
+    return local_stack.mlflow_url

@@ -20,8 +20,8 @@ import pytest
 import yaml
 
 from arcflow.data.imageset import ImageSet
+from infra.local.processes import free_port, running_server
 from tests.conftest import run_stage
-from tests.servers import free_port, running_server
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 

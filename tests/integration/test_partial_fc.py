@@ -17,7 +17,7 @@ from torch import nn
 
 from arcflow.heads.margins import MarginHead
 from arcflow.heads.partial_fc import PartialFC, init_centres, shard_range
-from tests.servers import free_port
+from infra.local.processes import free_port
 
 pytestmark = [pytest.mark.integration]
 

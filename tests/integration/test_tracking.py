@@ -58,7 +58,7 @@ def test_failed_training_records_no_run_id(monkeypatch, tmp_path: Path, mlflow_s
 
 
 def test_unreachable_server_is_a_clear_error(monkeypatch, tmp_path: Path) -> None:
-    from tests.servers import free_port
+    from infra.local.processes import free_port
 
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"http://127.0.0.1:{free_port()}")
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")

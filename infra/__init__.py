@@ -1,0 +1,1 @@
+"""Service stacks: docker-compose.yml for users, local/ (no Docker) for development and CI."""

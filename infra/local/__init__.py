@@ -1,0 +1,1 @@
+"""The local service stack: moto S3, MLflow server, Prefect server on loopback."""
