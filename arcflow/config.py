@@ -58,6 +58,7 @@ class SourceParams(Section):
     md5: Annotated[str, Field(pattern=r"^[0-9a-f]{32}$")] | None = None
     extract: bool | None = None
     options: SynthFaceParams | None = None
+    revision: str | None = None  # written by the retrain flow: the contents it last trained on
 
     @model_validator(mode="after")
     def _check_uri(self) -> SourceParams:
@@ -307,6 +308,17 @@ class RegistryParams(Section):
     lock_ttl_s: Annotated[float, Field(gt=0.0)] = 900.0
 
 
+class FlowsParams(Section):
+    """Prefect: the scheduled retraining and how the pipeline flow retries its stages."""
+
+    retrain_cron: str = "0 3 * * 1"
+    timezone: str = "UTC"
+    watch: str | None = None
+    stage_retries: Annotated[int, Field(ge=0, le=10)] = 2
+    retry_delay_s: Annotated[float, Field(ge=0.0)] = 30.0
+    trigger_event: str | None = None
+
+
 class TrackingParams(Section):
     """MLflow: the experiment name; the URI comes from MLFLOW_TRACKING_URI or the local default."""
 
@@ -321,6 +333,7 @@ SECTIONS: dict[str, type[Section]] = {
     "evaluate": EvaluateParams,
     "export": ExportParams,
     "registry": RegistryParams,
+    "flows": FlowsParams,
     "tracking": TrackingParams,
 }
 
@@ -336,6 +349,7 @@ class Params(BaseModel):
     evaluate: EvaluateParams | None = None
     export: ExportParams | None = None
     registry: RegistryParams | None = None
+    flows: FlowsParams | None = None
     tracking: TrackingParams | None = None
 
 

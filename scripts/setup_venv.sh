@@ -42,13 +42,15 @@ fi
 
 [ "$target" = .venv ] || ln -sfn "$target" .venv
 
-# A cached venv may hold an editable install of another clone: point it at this one.
-if ! .venv/bin/python - <<'PY' 2>/dev/null
-import pathlib, sys
+# A cached venv may hold an editable install of another clone: point it at this one. The
+# check runs from / so that this checkout's own arcflow/ (the cwd) cannot answer for it.
+if ! (here=$(pwd -P) && cd / && ARCFLOW_HERE="$here" "$here/.venv/bin/python" - <<'PY' 2>/dev/null
+import os, pathlib, sys
 import arcflow
-here = pathlib.Path.cwd().resolve()
+here = pathlib.Path(os.environ["ARCFLOW_HERE"]).resolve()
 sys.exit(pathlib.Path(arcflow.__file__).resolve().parents[1] != here)
 PY
+)
 then
   .venv/bin/python -m pip --disable-pip-version-check install -q --no-deps \
     --no-build-isolation -e .

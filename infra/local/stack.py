@@ -60,6 +60,12 @@ class Stack:
             "PREFECT_API_URL": f"{self.prefect_url}/api",
         }
 
+    def s3_client(self):
+        """A boto3 S3 client for the stack's endpoint."""
+        import boto3
+
+        return boto3.client("s3", endpoint_url=self.s3_url, **_boto_credentials())
+
     def unhealthy(self) -> list[str]:
         """The services that are not answering."""
         return [name for name, url in self.health_urls.items() if not healthy(url)]
@@ -79,9 +85,7 @@ def load(root: Path = DEFAULT_DIR) -> Stack | None:
 
 
 def _create_buckets(stack: Stack) -> None:
-    import boto3
-
-    s3 = boto3.client("s3", endpoint_url=stack.s3_url, **_boto_credentials())
+    s3 = stack.s3_client()
     for bucket in stack.buckets.values():
         s3.create_bucket(Bucket=bucket)
 
@@ -126,7 +130,12 @@ def up(root: Path = DEFAULT_DIR, *, timeout: float = 180.0) -> Stack:
                 str(bin_dir / "prefect"), "server", "start", "--host", "127.0.0.1",
                 "--port", str(ports["prefect"]), "--analytics-off",
             ],
-            {"PREFECT_HOME": str(root / "prefect"), "PREFECT_SERVER_ANALYTICS_ENABLED": "false"},
+            {
+                "PREFECT_HOME": str(root / "prefect"),
+                "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+                # schedule a new deployment's runs within seconds, not a minute
+                "PREFECT_SERVER_SERVICES_SCHEDULER_LOOP_SECONDS": "5",
+            },
         ),
     }  # fmt: skip
     try:

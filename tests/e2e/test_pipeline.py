@@ -110,8 +110,6 @@ def test_repro_produces_metrics_model_and_onnx(pipeline: Path) -> None:
 def test_one_mlflow_run_holds_all_stages_with_artifacts_in_s3(
     pipeline: Path, local_stack: Stack
 ) -> None:
-    import boto3
-
     run_id = json.loads((pipeline / "models" / "mlflow_run.json").read_text())["run_id"]
     client = _client()
     run = client.get_run(run_id)
@@ -130,20 +128,11 @@ def test_one_mlflow_run_holds_all_stages_with_artifacts_in_s3(
     assert {"plots/roc.png", "reports/evaluation.md"} <= artifacts
     # proxied artifacts: the server wrote them into the stack's bucket
     model_id = json.loads((pipeline / "models" / "onnx_model.json").read_text())["model_id"]
-    s3 = boto3.client("s3", endpoint_url=local_stack.s3_url, **_boto(local_stack))
+    s3 = local_stack.s3_client()
     pages = s3.get_paginator("list_objects_v2").paginate(Bucket=BUCKETS["mlflow"])
     stored = [obj["Key"] for page in pages for obj in page.get("Contents", [])]
     assert any(run_id in k and k.endswith("plots/roc.png") for k in stored)
     assert any(model_id in k and k.endswith("model.onnx") for k in stored)
-
-
-def _boto(stack: Stack) -> dict[str, str]:
-    env = stack.env()
-    return {
-        "aws_access_key_id": env["AWS_ACCESS_KEY_ID"],
-        "aws_secret_access_key": env["AWS_SECRET_ACCESS_KEY"],
-        "region_name": env["AWS_DEFAULT_REGION"],
-    }
 
 
 def test_the_exported_model_becomes_the_first_champion(pipeline: Path) -> None:

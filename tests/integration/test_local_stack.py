@@ -12,7 +12,6 @@ import urllib.request
 import uuid
 from pathlib import Path
 
-import boto3
 import pytest
 
 from infra.local.processes import alive, healthy
@@ -23,24 +22,13 @@ pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def _s3(stack: Stack):
-    env = stack.env()
-    return boto3.client(
-        "s3",
-        endpoint_url=stack.s3_url,
-        aws_access_key_id=env["AWS_ACCESS_KEY_ID"],
-        aws_secret_access_key=env["AWS_SECRET_ACCESS_KEY"],
-        region_name=env["AWS_DEFAULT_REGION"],
-    )
-
-
 def test_every_service_answers_and_the_environment_points_at_it(local_stack: Stack) -> None:
     assert local_stack.unhealthy() == []
     env = local_stack.env()
     assert env["MLFLOW_TRACKING_URI"] == local_stack.mlflow_url
     assert env["PREFECT_API_URL"] == f"{local_stack.prefect_url}/api"
     assert env["AWS_ENDPOINT_URL"] == env["MLFLOW_S3_ENDPOINT_URL"] == local_stack.s3_url
-    names = {b["Name"] for b in _s3(local_stack).list_buckets()["Buckets"]}
+    names = {b["Name"] for b in local_stack.s3_client().list_buckets()["Buckets"]}
     assert set(BUCKETS.values()) <= names
     for url in (local_stack.s3_url, local_stack.mlflow_url, local_stack.prefect_url):
         assert url.startswith("http://127.0.0.1:")
@@ -62,10 +50,10 @@ def test_mlflow_artifacts_go_through_the_proxy_into_the_bucket(local_stack: Stac
     )
     assert proc.returncode == 0, proc.stderr
     run_id = proc.stdout.strip().splitlines()[-1]
-    listed = _s3(local_stack).list_objects_v2(Bucket=BUCKETS["mlflow"])
+    listed = local_stack.s3_client().list_objects_v2(Bucket=BUCKETS["mlflow"])
     keys = [obj["Key"] for obj in listed.get("Contents", [])]
     [key] = [k for k in keys if run_id in k and k.endswith("notes/hello.txt")]
-    body = _s3(local_stack).get_object(Bucket=BUCKETS["mlflow"], Key=key)["Body"].read()
+    body = local_stack.s3_client().get_object(Bucket=BUCKETS["mlflow"], Key=key)["Body"].read()
     assert body == b"hello"
 
 

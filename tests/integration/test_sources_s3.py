@@ -111,6 +111,25 @@ def test_sha256_mismatch_leaves_nothing(
     _no_partial(tmp_path, "raw")
 
 
+def test_revision_of_a_prefix_and_an_object_follows_their_contents(
+    client: Any, bucket: str, opts: S3Options
+) -> None:
+    from arcflow.data.sources.revision import source_revision
+
+    client.put_object(Bucket=bucket, Key="rev/a.txt", Body=b"a")
+    prefix, obj = f"s3://{bucket}/rev/", f"s3://{bucket}/rev/a.txt"
+    first, first_obj = source_revision(prefix, s3=opts), source_revision(obj, s3=opts)
+    assert source_revision(prefix, s3=opts) == first
+    client.put_object(Bucket=bucket, Key="rev/b.txt", Body=b"b")  # new file under the prefix
+    second = source_revision(prefix, s3=opts)
+    assert second != first and source_revision(obj, s3=opts) == first_obj
+    client.put_object(Bucket=bucket, Key="rev/a.txt", Body=b"changed")  # new ETag
+    assert source_revision(prefix, s3=opts) != second
+    assert source_revision(obj, s3=opts) != first_obj
+    with pytest.raises(SourceError, match="no objects under this prefix"):
+        source_revision(f"s3://{bucket}/empty/", s3=opts)
+
+
 def test_prefix_mirrors_the_tree(client: Any, bucket: str, opts: S3Options, tmp_path: Path) -> None:
     files = {"a.txt": b"a", "sub/b.txt": b"bb", "sub/deeper/c.bin": BODY}
     for rel, data in files.items():

@@ -98,7 +98,7 @@ def download_object(
     ``size``/``etag`` come from a listing; without them the object is HEAD-ed first.
     """
     if size is None:
-        with _errors(client, bucket, key):
+        with errors(client, bucket, key):
             head = client.head_object(Bucket=bucket, Key=key)
         size, etag = int(head["ContentLength"]), head.get("ETag")
     recorded = read_validator(part)
@@ -130,7 +130,7 @@ def _attempt(
         request["Range"] = f"bytes={have}-"
     if etag:
         request["IfMatch"] = etag
-    with _errors(client, bucket, key):
+    with errors(client, bucket, key):
         response = client.get_object(**request)
     body = response["Body"]
     try:
@@ -140,7 +140,7 @@ def _attempt(
             raise Transient(f"ranged GET from byte {have} answered from byte {start}")
         with write_errors(part):
             fh = open(part, "ab" if have else "wb")  # noqa: SIM115 - closed just below
-        with fh, _errors(client, bucket, key):
+        with fh, errors(client, bucket, key):
             pump(body.read, fh, part, bar)
     except OSError as exc:
         raise Transient(f"stream broke after {part.stat().st_size} bytes: {exc}") from exc
@@ -182,7 +182,7 @@ def _list(
 
     def attempt() -> None:
         found.clear()
-        with _errors(client, bucket, prefix):
+        with errors(client, bucket, prefix):
             pages = client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix)
             for page in pages:
                 for obj in page.get("Contents", []):
@@ -221,7 +221,7 @@ def _range_start(content_range: str | None) -> int:
 
 
 @contextlib.contextmanager
-def _errors(client: Any, bucket: str, key: str) -> Iterator[None]:
+def errors(client: Any, bucket: str, key: str) -> Iterator[None]:
     """Map botocore failures: 404/403 and the like → SourceError, network trouble → Transient."""
     try:
         yield

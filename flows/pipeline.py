@@ -1,0 +1,125 @@
+"""The pipeline flow: every DVC stage as a Prefect task, then promotion, then a summary.
+
+    python -m flows.pipeline [--repo .] [--no-promote]
+
+The stages and their order come from dvc.yaml (through DVC). Each stage is one task running
+``dvc repro --single-item <stage>`` (so an unchanged stage is skipped), its output streamed into
+the run's log, retried ``flows.stage_retries`` times. With a default DVC remote, the flow pulls
+before and pushes after. A stage that still fails fails the flow, and nothing is promoted.
+Then ``arcflow promote`` (the registry's gates) and a markdown artifact: the metrics, the
+comparison with the champion and the decision.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any
+
+from prefect import flow, get_run_logger, task
+from prefect.artifacts import create_markdown_artifact
+
+from arcflow.config import load_params
+from flows import dvc
+
+SUMMARY_KEY = "arcflow-pipeline"
+
+
+@task(task_run_name="dvc-{action}")
+def sync(repo: Path, action: str) -> None:
+    """``dvc pull`` (missing objects tolerated: a first run has nothing to pull) or ``push``."""
+    args = ["pull", "--allow-missing"] if action == "pull" else ["push"]
+    dvc.run(args, repo, get_run_logger().info)
+
+
+@task(task_run_name="stage-{stage}")
+def run_stage(repo: Path, stage: str) -> str:
+    """One DVC stage; returns "ran" or "skipped" (unchanged)."""
+    out = dvc.run(["repro", "--single-item", stage], repo, get_run_logger().info)
+    return "skipped" if f"Stage '{stage}' didn't change" in out else "ran"
+
+
+@task
+def promote_model(repo: Path, params_file: Path) -> dict[str, Any]:
+    """The registry's gates on the model the export stage logged (``arcflow promote``)."""
+    from mlflow import MlflowClient
+
+    from arcflow.registry import promote
+    from arcflow.tracking.run import tracking_uri
+
+    loaded = load_params(params_file, ("export", "registry", "tracking"))
+    model_id = json.loads((repo / "models" / "onnx_model.json").read_text())["model_id"]
+    client = MlflowClient(tracking_uri(loaded.tracking, repo))
+    outcome = promote(client, loaded.registry, loaded.export, model_id)
+    get_run_logger().info(outcome.decision.summary())
+    return {
+        "promoted": outcome.promoted,
+        "version": outcome.version,
+        "champion_before": outcome.champion_before,
+        "champion_after": outcome.champion_after,
+        "report": outcome.report,
+        "model_name": loaded.registry.model_name,
+    }
+
+
+def metrics_table(shown: dict[str, dict]) -> str:
+    """The headline numbers of ``dvc metrics show`` as a markdown table."""
+    rows = []
+    evaluation = shown.get("metrics/eval.json", {})
+    for bench, values in sorted(evaluation.items()):
+        if isinstance(values, dict):
+            picked = {k: v for k, v in values.items() if not k.endswith("_std")}
+            cells = ", ".join(f"{k} {v:.4g}" for k, v in sorted(picked.items())[:6])
+            rows.append(f"| {bench} | {cells} |")
+    export = shown.get("metrics/export.json", {})
+    if export:
+        rows.append(
+            f"| export | max abs diff {export.get('max_abs_diff', float('nan')):.2g}, "
+            f"{export.get('onnx_latency_ms_median', float('nan')):.3g} ms/image |"
+        )
+    return "\n".join(["| | metrics |", "|---|---|", *rows]) if rows else "(no metrics)"
+
+
+def summary(stages: dict[str, str], shown: dict, promotion: dict | None) -> str:
+    """The run's markdown artifact."""
+    ran = ", ".join(f"{name} ({what})" for name, what in stages.items())
+    lines = ["# ArcFlow pipeline", "", f"Stages: {ran}.", "", metrics_table(shown), ""]
+    lines.append(promotion["report"] if promotion else "Promotion: not requested.")
+    return "\n".join(lines)
+
+
+@flow(name="arcflow-pipeline", log_prints=True)
+def pipeline(repo: str = ".", promote: bool = True, params_file: str = "params.yaml") -> dict:
+    """dvc pull → every stage of dvc.yaml in order → dvc push → promotion → summary."""
+    root = Path(repo).resolve()
+    params_path = root / params_file
+    settings = load_params(params_path, ("flows",)).flows
+    stage_task = run_stage.with_options(
+        retries=settings.stage_retries, retry_delay_seconds=settings.retry_delay_s
+    )
+    remote = dvc.default_remote(root)
+    if remote:
+        sync(root, "pull")
+    stages = {name: stage_task(root, name) for name in dvc.stage_order(root)}
+    if remote:
+        sync(root, "push")
+    promotion = promote_model(root, params_path) if promote else None
+    create_markdown_artifact(
+        key=SUMMARY_KEY,
+        markdown=summary(stages, dvc.metrics(root), promotion),
+        description="stages, metrics, promotion decision",
+    )
+    return {"stages": stages, "promotion": promotion}
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    p.add_argument("--repo", default=".", help="the checkout to run (default: here)")
+    p.add_argument("--no-promote", action="store_true", help="stop after the stages")
+    args = p.parse_args()
+    pipeline(repo=args.repo, promote=not args.no_promote)
+
+
+if __name__ == "__main__":
+    main()
