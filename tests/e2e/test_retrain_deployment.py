@@ -25,6 +25,26 @@ from tests.integration.flow_helpers import api, child_flow_runs, flow_env, run_p
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
 STAGES = ["download@faces", "align", "train", "evaluate", "export"]
+TWO_AT_ONCE = """\
+import json, time
+from prefect.client.orchestration import get_client
+from prefect.deployments import run_deployment
+runs = [run_deployment("arcflow-retrain/scheduled", timeout=0) for _ in range(2)]
+with get_client(sync_client=True) as client:
+    deadline = time.monotonic() + 600
+    while time.monotonic() < deadline:
+        states = [client.read_flow_run(run.id).state for run in runs]
+        if all(state.is_final() for state in states):
+            break
+        time.sleep(2)
+print(json.dumps({"states": sorted(state.type.value for state in states)}))
+"""
+EMIT = """\
+import json
+from prefect.events import emit_event
+event = emit_event(event="arcflow.data.new", resource={"prefect.resource.id": "arcflow.data"})
+print(json.dumps({"sent": event is not None}))
+"""
 RUN_DEPLOYMENT = """\
 import json
 from prefect.deployments import run_deployment
@@ -45,7 +65,7 @@ def tiny_params(work: Path, faces: Path, model_name: str) -> None:
     params["registry"].update(model_name=model_name, primary_metric="eval.lfw.accuracy")
     params["registry"]["min_metrics"] = {}
     params["tracking"]["experiment"] = f"retrain-{model_name}"
-    params["flows"]["stage_retries"] = 0
+    params["flows"].update(stage_retries=0, trigger_event="arcflow.data.new")
     (work / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
 
 
@@ -148,3 +168,24 @@ def test_scheduled_retraining_runs_the_pipeline_and_promotes(
     assert second["state"] == "COMPLETED", second
     assert child_flow_runs(url, second["flow_run_id"]) == []  # no new data: no pipeline
     assert len(client.search_model_versions(f"name='{model_name}'")) == 1
+
+    # two runs at once: the concurrency limit (CANCEL_NEW) cancels the second
+    both = run_python(TWO_AT_ONCE, work, env, timeout=900)
+    assert both["states"] == ["CANCELLED", "COMPLETED"], both
+
+    # the "new data" event starts a retraining too (flows.trigger_event)
+    def runs_of_deployment() -> dict[str, str]:
+        query = {"deployments": {"id": {"any_": [deployment["id"]]}}}
+        return {r["id"]: r["state_type"] for r in api(url, "flow_runs/filter", query)}
+
+    before = set(runs_of_deployment())
+    assert run_python(EMIT, work, env)["sent"]
+    triggered = wait_for(
+        lambda: [
+            run_id
+            for run_id, state in runs_of_deployment().items()
+            if run_id not in before and state == "COMPLETED"
+        ],
+        timeout=180,
+    )
+    assert len(triggered) == 1
