@@ -106,27 +106,10 @@ REJECTED_EXIT = 3  # `arcflow promote`: the candidate failed a gate (nothing is 
 
 def _registry_client(params_file: Path, *sections: str):
     """(validated params, an MlflowClient on the pipeline's tracking store)."""
-    from mlflow import MlflowClient
-
-    from arcflow.tracking.run import tracking_uri
+    from arcflow.tracking.run import client
 
     loaded = load_params(params_file, (*sections, "registry", "tracking"))
-    return loaded, MlflowClient(tracking_uri=tracking_uri(loaded.tracking, Path.cwd()))
-
-
-def _model_id(model_info: Path, model_id: str | None) -> str:
-    import json
-
-    if model_id:
-        return model_id
-    try:
-        return str(json.loads(model_info.read_text())["model_id"])
-    except FileNotFoundError:
-        raise ArcFlowError(
-            f"{model_info}: no exported model recorded", hint="run the export stage first"
-        ) from None
-    except (ValueError, KeyError, TypeError) as exc:
-        raise ArcFlowError(f"{model_info}: not a model record ({exc})") from None
+    return loaded, client(loaded.tracking, Path.cwd())
 
 
 ParamsOption = Annotated[Path, typer.Option("--params", help="params file")]
@@ -150,13 +133,13 @@ def promote(
     Exit 0: promoted (or would be, with --dry-run); 3: not promoted; 1: error.
     """
     from arcflow.atomic import atomic_file
+    from arcflow.export.mlflow_model import read_model_id
     from arcflow.registry import promote as promote_model
 
     with _clean_errors():
         loaded, client = _registry_client(params_file, "export")
-        outcome = promote_model(
-            client, loaded.registry, loaded.export, _model_id(model_info, model_id), dry_run=dry_run
-        )
+        candidate = model_id or read_model_id(model_info)
+        outcome = promote_model(client, loaded.registry, loaded.export, candidate, dry_run=dry_run)
     typer.echo(outcome.report)
     if report is not None:
         report.parent.mkdir(parents=True, exist_ok=True)

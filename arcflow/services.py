@@ -13,16 +13,10 @@ import urllib.request
 from dataclasses import dataclass
 
 from arcflow.config import DataParams
+from arcflow.data.sources.spec import RetryPolicy, S3Options
+from arcflow.errors import SourceError
 
 CREDENTIAL_SETTINGS = "AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY (or AWS_PROFILE)"
-_AUTH_CODES = {
-    "AccessDenied",
-    "InvalidAccessKeyId",
-    "SignatureDoesNotMatch",
-    "ExpiredToken",
-    "InvalidToken",
-    "403",
-}
 
 
 @dataclass(frozen=True)
@@ -98,15 +92,13 @@ def check_prefect(api_url: str | None, *, timeout: float = 5.0) -> ServiceCheck:
 def check_s3(
     bucket: str,
     *,
-    endpoint_url: str | None = None,
+    options: S3Options | None = None,
     endpoint_setting: str = "AWS_ENDPOINT_URL",
     bucket_setting: str = "the bucket name",
     role: str = "",
     timeout: float = 5.0,
 ) -> ServiceCheck:
     """List one key of ``bucket``: reachable, credentials accepted, bucket exists."""
-    import boto3
-    from botocore.config import Config
     from botocore.exceptions import (
         BotoCoreError,
         ClientError,
@@ -115,13 +107,17 @@ def check_s3(
         PartialCredentialsError,
     )
 
-    endpoint = endpoint_url or os.environ.get("AWS_ENDPOINT_URL") or "AWS"
+    from arcflow.data.sources.s3 import AUTH_CODES, make_client
+
+    options = options or S3Options()
+    endpoint = options.endpoint_url or os.environ.get("AWS_ENDPOINT_URL") or "AWS"
     target = f"s3://{bucket}" + (f" at {endpoint}" if endpoint != "AWS" else "")
     target += f" ({role})" if role else ""
-    config = Config(retries={"max_attempts": 1}, connect_timeout=timeout, read_timeout=timeout)
     try:
-        client = boto3.client("s3", endpoint_url=endpoint_url, config=config)
+        client = make_client(options, RetryPolicy(attempts=1, timeout_s=timeout))
         client.list_objects_v2(Bucket=bucket, MaxKeys=1)
+    except SourceError as exc:  # an AWS profile that does not exist
+        return ServiceCheck("s3", target, False, str(exc), "AWS_PROFILE / data.s3.profile")
     except EndpointConnectionError as exc:
         return ServiceCheck(
             "s3", target, False, f"cannot reach the endpoint ({exc})", endpoint_setting
@@ -130,7 +126,7 @@ def check_s3(
         return ServiceCheck("s3", target, False, f"no credentials ({exc})", CREDENTIAL_SETTINGS)
     except ClientError as exc:
         code = str(exc.response.get("Error", {}).get("Code", "?"))
-        if code in _AUTH_CODES:
+        if code in AUTH_CODES or code == "403":
             return ServiceCheck(
                 "s3", target, False, f"credentials rejected ({code})", CREDENTIAL_SETTINGS
             )
@@ -169,7 +165,7 @@ def configured_checks(
         checks.append(
             check_s3(
                 parse_uri(url)[0],
-                endpoint_url=endpoint,
+                options=S3Options(endpoint_url=endpoint),
                 endpoint_setting=f"remote.{name}.endpointurl (.dvc/config.local) "
                 "or AWS_ENDPOINT_URL",
                 bucket_setting=f"remote.{name}.url (.dvc/config)",
@@ -181,7 +177,7 @@ def configured_checks(
             checks.append(
                 check_s3(
                     parse_uri(source.uri)[0],
-                    endpoint_url=data.s3.endpoint_url,
+                    options=S3Options(**data.s3.model_dump()),
                     endpoint_setting="data.s3.endpoint_url (params.yaml) or AWS_ENDPOINT_URL",
                     bucket_setting=f"data.sources.{name}.uri (params.yaml)",
                     role=f"source {name}",

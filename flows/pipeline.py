@@ -13,7 +13,6 @@ comparison with the champion and the decision.
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +23,7 @@ from arcflow.config import load_params
 from flows import dvc
 
 SUMMARY_KEY = "arcflow-pipeline"
+MODEL_INFO = "models/onnx_model.json"  # the export stage's record of the logged model
 
 
 @task(task_run_name="dvc-{action}")
@@ -43,15 +43,13 @@ def run_stage(repo: Path, stage: str) -> str:
 @task
 def promote_model(repo: Path, params_file: Path) -> dict[str, Any]:
     """The registry's gates on the model the export stage logged (``arcflow promote``)."""
-    from mlflow import MlflowClient
-
+    from arcflow.export.mlflow_model import read_model_id
     from arcflow.registry import promote
-    from arcflow.tracking.run import tracking_uri
+    from arcflow.tracking.run import client
 
     loaded = load_params(params_file, ("export", "registry", "tracking"))
-    model_id = json.loads((repo / "models" / "onnx_model.json").read_text())["model_id"]
-    client = MlflowClient(tracking_uri(loaded.tracking, repo))
-    outcome = promote(client, loaded.registry, loaded.export, model_id)
+    model_id = read_model_id(repo / MODEL_INFO)
+    outcome = promote(client(loaded.tracking, repo), loaded.registry, loaded.export, model_id)
     get_run_logger().info(outcome.decision.summary())
     return {
         "promoted": outcome.promoted,

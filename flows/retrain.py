@@ -26,7 +26,7 @@ from arcflow.config import Params, load_params
 from arcflow.data.sources.revision import source_revision
 from arcflow.data.sources.spec import RetryPolicy, S3Options
 from arcflow.errors import ConfigError
-from flows.pipeline import pipeline
+from flows.pipeline import MODEL_INFO, pipeline
 
 LINEAGE_KEY = "arcflow-lineage"
 
@@ -71,13 +71,12 @@ def record_lineage(
     repo: Path, params_file: Path, source: str, revision: str, promotion: dict
 ) -> dict:
     """data revision -> DVC data version -> model version, as registry tags and an artifact."""
-    from mlflow import MlflowClient
-
-    from arcflow.tracking.run import tracking_uri
+    from arcflow.export.mlflow_model import read_model_id
+    from arcflow.tracking.run import client as tracking_client
 
     loaded = load_params(params_file, ("tracking",))
-    model_id = json.loads((repo / "models" / "onnx_model.json").read_text())["model_id"]
-    client = MlflowClient(tracking_uri(loaded.tracking, repo))
+    model_id = read_model_id(repo / MODEL_INFO)
+    client = tracking_client(loaded.tracking, repo)
     data_version = client.get_logged_model(model_id).params.get("data_version", "unknown")
     lineage = {
         "source": source,

@@ -2,27 +2,39 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from arcflow.errors import TrackingError
 from arcflow.export.onnx import INPUT_NAME, ort_session, read_metadata
+from arcflow.tracking.run import flatten
 
 ARTIFACT_NAME = "arcface"
 
 
 def flat_metrics(prefix: str, document: Mapping[str, Any]) -> dict[str, float]:
     """``{bench: {metric: v}}`` -> ``{prefix.bench.metric: v}``; "not available" entries skipped."""
-    out: dict[str, float] = {}
-    for key, value in document.items():
-        name = f"{prefix}.{key}"
-        if isinstance(value, Mapping):
-            out.update(flat_metrics(name, value))
-        elif isinstance(value, int | float) and not isinstance(value, bool):
-            out[name] = float(value)
-    return out
+    return {
+        key: float(value)
+        for key, value in flatten(prefix, dict(document)).items()
+        if isinstance(value, int | float) and not isinstance(value, bool)
+    }
+
+
+def read_model_id(model_info: Path) -> str:
+    """The logged model id the export stage recorded in ``model_info`` (onnx_model.json)."""
+    try:
+        return str(json.loads(model_info.read_text())["model_id"])
+    except FileNotFoundError:
+        raise TrackingError(
+            f"{model_info}: no exported model recorded", hint="run the export stage first"
+        ) from None
+    except (ValueError, KeyError, TypeError) as exc:
+        raise TrackingError(f"{model_info}: not a model record ({exc})") from None
 
 
 def log_onnx_model(
@@ -62,8 +74,6 @@ def download_onnx(model_uri: str, dst: Path | None = None) -> Path:
     """The ``.onnx`` file of a logged or registered model (``models:/arcface@champion``)."""
     import mlflow
     from mlflow.exceptions import MlflowException
-
-    from arcflow.errors import TrackingError
 
     try:
         local = Path(

@@ -7,6 +7,8 @@ from collections.abc import Mapping
 
 from arcflow.registry.gates import Check, Decision
 
+RELATIVE = ("primary", "regression")  # gates whose reference is the champion's value
+
 
 def _number(value: float | None) -> str:
     return "—" if value is None else f"{value:.8g}"
@@ -16,9 +18,6 @@ def _delta(check: Check) -> str:
     if check.candidate is None or check.reference is None or check.gate not in RELATIVE:
         return ""
     return f"{check.candidate - check.reference:+.4g}"
-
-
-RELATIVE = ("primary", "regression")
 
 
 def comparison(decision: Decision) -> str:

@@ -29,6 +29,13 @@ def tracking_uri(params: TrackingParams, root: Path) -> str:
     return uri
 
 
+def client(params: TrackingParams, root: Path) -> Any:
+    """An ``MlflowClient`` on the tracking store (and its registry) of ``params``."""
+    from mlflow import MlflowClient
+
+    return MlflowClient(tracking_uri=tracking_uri(params, root))
+
+
 def configure(params: TrackingParams, root: Path) -> str:
     """Point MLflow at the tracking store and select (or create) the experiment."""
     import mlflow

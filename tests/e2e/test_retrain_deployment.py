@@ -5,6 +5,7 @@ finds no new data and trains nothing."""
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -154,7 +155,10 @@ def test_scheduled_retraining_runs_the_pipeline_and_promotes(
     [lineage] = api(
         url, "artifacts/filter", {"flow_runs": {"id": {"any_": [first["flow_run_id"]]}}}
     )
-    assert lineage["key"] == "arcflow-lineage" and '"promoted": true' in lineage["data"].lower()
+    assert lineage["key"] == "arcflow-lineage"
+    [row] = json.loads(lineage["data"])
+    assert (row["model_name"], row["model_version"], row["promoted"]) == (model_name, "1", True)
+    assert row["source"] == "faces" and row["data_version"] not in ("", "unknown")
 
     client = mlflow.MlflowClient(local_stack.mlflow_url)
     champion = client.get_model_version_by_alias(model_name, "champion")

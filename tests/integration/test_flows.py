@@ -61,12 +61,17 @@ def make_project(root: Path, fails: int) -> Path:
     return root
 
 
+def run_pipeline(project: Path, stack: Stack, *, promote: bool) -> dict:
+    """The pipeline flow on ``project`` in a subprocess against the stack's Prefect server."""
+    code = flow_run_code("flows.pipeline", "pipeline", repo=str(project), promote=promote)
+    return run_python(code, project, flow_env(stack.env()))
+
+
 def test_a_stage_that_fails_twice_is_retried_to_success_in_dag_order(
     tmp_path: Path, local_stack: Stack
 ) -> None:
     project = make_project(tmp_path / "p", fails=2)
-    code = flow_run_code("flows.pipeline", "pipeline", repo=str(project), promote=False)
-    result = run_python(code, project, flow_env(local_stack.env()))
+    result = run_pipeline(project, local_stack, promote=False)
     assert result["state"] == "COMPLETED", result
     runs = task_runs(local_stack.prefect_url, [result["flow_run_id"]])
     stages = [r["name"] for r in runs if r["name"].startswith("stage-")]
@@ -81,10 +86,10 @@ def test_a_stage_that_keeps_failing_fails_the_flow_and_promotes_nothing(
     tmp_path: Path, local_stack: Stack
 ) -> None:
     project = make_project(tmp_path / "p", fails=99)
-    code = flow_run_code("flows.pipeline", "pipeline", repo=str(project), promote=True)
-    result = run_python(code, project, flow_env(local_stack.env()))
+    result = run_pipeline(project, local_stack, promote=True)
     assert result["state"] == "FAILED", result
-    assert "flaky: attempt 3 fails" in result["message"] or "flaky" in result["message"]
+    assert "dvc repro --single-item flaky exited with 255" in result["message"], result
+    assert "flaky: attempt 3 fails" in result["message"], result
     names = [r["name"] for r in task_runs(local_stack.prefect_url, [result["flow_run_id"]])]
     assert names == ["stage-first", "stage-flaky"]  # no stage-last, no promote_model
     assert not (project / "c.txt").exists()
@@ -101,8 +106,7 @@ def test_with_a_dvc_remote_the_flow_pulls_first_and_pushes_after(
         [dvc, "remote", "add", "-d", "storage", f"s3://{BUCKETS['dvc']}/{prefix}"],
         cwd=project, check=True, capture_output=True,
     )  # fmt: skip
-    code = flow_run_code("flows.pipeline", "pipeline", repo=str(project), promote=False)
-    result = run_python(code, project, flow_env(local_stack.env()))
+    result = run_pipeline(project, local_stack, promote=False)
     assert result["state"] == "COMPLETED", result
     names = [r["name"] for r in task_runs(local_stack.prefect_url, [result["flow_run_id"]])]
     assert names == ["dvc-pull", "stage-first", "stage-flaky", "stage-last", "dvc-push"]

@@ -46,7 +46,7 @@ CREDENTIALS_HINT = (
 )
 _TRANSIENT = (ConnectionError, HTTPClientError, IncompleteReadError)
 _RETRY_CODES = {"SlowDown", "Throttling", "ThrottlingException", "RequestTimeout", "InternalError"}
-_AUTH_CODES = {"AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch", "ExpiredToken"}
+AUTH_CODES = {"AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch", "ExpiredToken"}
 
 
 def parse_uri(uri: str) -> tuple[str, str]:
@@ -247,7 +247,7 @@ def _client_error(exc: ClientError, client: Any, bucket: str, key: str) -> Excep
         what = "bucket not found" if code == "NoSuchBucket" else "object not found"
         name = code if code not in ("404", "NotFound") else "NoSuchKey"
         return SourceError(f"S3 {what} (404 {name}): {where}")
-    if status == 403 or code in _AUTH_CODES:
+    if status == 403 or code in AUTH_CODES:
         name = code if code != "403" else "Forbidden"
         return SourceError(f"S3 access denied (403 {name}): {where}", hint=CREDENTIALS_HINT)
     if code in ("PreconditionFailed", "412"):
