@@ -1,4 +1,5 @@
-"""The ``arcflow`` command: promotion and rollback in the model registry, and utilities.
+"""The ``arcflow`` command: the face service (embed, verify, search), promotion and rollback in
+the model registry, and utilities.
 
 Pipeline work runs through ``dvc repro``; this CLI holds what DVC shouldn't do (it changes
 shared state or only inspects).
@@ -185,6 +186,26 @@ def champion(
         typer.echo(f"{alias:<18} {name} version {version}")
     for event in log:
         typer.echo(f"{event['at']}  {event['event']:<9} v{event['version']}  {event['summary']}")
+
+
+def _face_command(name: str):
+    """A face-service command (arcflow.serve.cli) with the CLI's clean errors."""
+    import functools
+
+    from arcflow.serve import cli as face
+
+    command = getattr(face, name)
+
+    @functools.wraps(command)
+    def wrapped(*args, **kwargs):
+        with _clean_errors():
+            return command(*args, **kwargs)
+
+    return wrapped
+
+
+for _name in ("embed", "verify", "search"):
+    app.command(_name)(_face_command(_name))
 
 
 @app.command()

@@ -113,7 +113,7 @@ class AlignParams(Section):
     """Face alignment to the 112x112 ArcFace template."""
 
     source: Annotated[str, Field(pattern=r"^[A-Za-z0-9_.-]+$")] = "synthface"
-    detector: Literal["annotations", "mtcnn", "retinaface"] = "annotations"
+    detector: Literal["annotations", "mtcnn", "retinaface", "retinaface_mnet"] = "annotations"
     retinaface_weights: str | None = None
     retinaface_size: Annotated[int, Field(ge=32)] = 640
     min_score: Probability = 0.9
@@ -294,6 +294,18 @@ class ExportParams(Section):
     throughput_batch: PositiveInt = 64
 
 
+class ServeParams(Section):
+    """The face service packed with every exported model (``arcflow.serve``)."""
+
+    detector: Literal["retinaface_mnet", "mtcnn", "retinaface"] = "retinaface_mnet"
+    min_score: Probability = 0.9
+    centre_weight: Probability = 0.5
+    default_far: Annotated[float, Field(gt=0.0, lt=1.0)] = 1e-4
+    max_image_bytes: Annotated[int, Field(ge=1024, le=1 << 30)] = 20 << 20
+    max_pixels: Annotated[int, Field(ge=12_544, le=1 << 30)] = 40_000_000
+    max_images: Annotated[int, Field(ge=1, le=4096)] = 256
+
+
 class RegistryParams(Section):
     """Champion/challenger promotion in the MLflow model registry (``arcflow promote``)."""
 
@@ -332,6 +344,7 @@ SECTIONS: dict[str, type[Section]] = {
     "train": TrainParams,
     "evaluate": EvaluateParams,
     "export": ExportParams,
+    "serve": ServeParams,
     "registry": RegistryParams,
     "flows": FlowsParams,
     "tracking": TrackingParams,
@@ -348,6 +361,7 @@ class Params(BaseModel):
     train: TrainParams | None = None
     evaluate: EvaluateParams | None = None
     export: ExportParams | None = None
+    serve: ServeParams | None = None
     registry: RegistryParams | None = None
     flows: FlowsParams | None = None
     tracking: TrackingParams | None = None

@@ -2,14 +2,16 @@
 
 Benchmarks whose data is present are scored with the reference procedures; the others are
 listed as not available. Writes DVC metrics (benchmark -> metric -> value), a ROC curve per
-benchmark (CSV for DVC plots, PNG), a markdown report with the published numbers alongside,
-and logs all of it to the pipeline's MLflow run. ``--model`` takes the PyTorch backbone,
+benchmark (CSV for DVC plots, PNG), decision thresholds calibrated on the largest verification
+protocol scored (``metrics/thresholds.json``), a markdown report with the published numbers
+alongside, and logs all of it to the pipeline's MLflow run. ``--model`` takes the PyTorch backbone,
 its ONNX export or an MLflow model URI (``models:/arcface@champion``); features are cached
 per (model, dataset), so re-scoring does not re-embed.
 """
 
 from __future__ import annotations
 
+import json
 import sys
 import tempfile
 from pathlib import Path
@@ -21,9 +23,16 @@ from arcflow.errors import DataFormatError
 from arcflow.evaluate.cache import FeatureCache
 from arcflow.evaluate.context import EvalContext
 from arcflow.evaluate.embed import load_encoder
-from arcflow.evaluate.report import markdown_report, metrics_document, roc_figure, roc_rows
+from arcflow.evaluate.report import (
+    markdown_report,
+    metrics_document,
+    roc_figure,
+    roc_rows,
+    thresholds_section,
+)
 from arcflow.evaluate.result import BenchmarkResult
 from arcflow.evaluate.suite import BY_NAME, embed_all, run_suite, select
+from arcflow.evaluate.thresholds import FORMAT_VERSION, Thresholds, calibrate_results
 from arcflow.tracking.run import resume_run
 from arcflow.train import distributed
 from stages.common import log, params, parser, run
@@ -41,6 +50,18 @@ def main() -> None:
     p.add_argument("--metrics", type=Path, default=Path("metrics/eval.json"))
     p.add_argument("--plots", type=Path, default=Path("plots/roc"), help="ROC csv + png per set")
     p.add_argument("--report", type=Path, default=Path("reports/evaluation.md"))
+    p.add_argument(
+        "--thresholds",
+        type=Path,
+        default=Path("metrics/thresholds.json"),
+        help="decision thresholds calibrated on the largest verification protocol",
+    )
+    p.add_argument(
+        "--details",
+        type=Path,
+        default=Path("metrics/eval_details.json"),
+        help="each benchmark's counts (set sizes) and reference values, for the model card",
+    )
     args = p.parse_args()
     cfg = params(args, "evaluate", "tracking")
     if not args.data.is_dir():
@@ -84,19 +105,53 @@ def evaluate(args, cfg, ctx: EvalContext, benchmarks) -> None:
             hint="run the align stage, or check evaluate.benchmarks",
         )
     log.info("evaluate: %d images embedded, %d from the cache", ctx.embedded, ctx.cached)
+    thresholds = calibrate_results(results)
+    log_thresholds(thresholds)
+    titles = {b.name: b.title for b in benchmarks}
     report = markdown_report(
         results,
-        {b.name: b.title for b in benchmarks},
+        titles,
         {b.name: b.headline for b in benchmarks},
         [f"model: {args.model}", f"{ctx.embedded} images embedded, {ctx.cached} cached"],
+        sections=[thresholds_section(thresholds, titles)],
     )
-    write_outputs(args, results, report)
+    thresholds_doc = thresholds_document(thresholds)
+    write_outputs(args, results, report, thresholds_doc)
     if args.run is not None:
-        log_to_mlflow(cfg.tracking, args.run, results, report)
+        log_to_mlflow(cfg.tracking, args.run, results, report, thresholds, thresholds_doc)
 
 
-def write_outputs(args, results: dict[str, BenchmarkResult | None], report: str) -> None:
-    """Metrics JSON, ROC csv + png per benchmark, the markdown report; each atomic."""
+def thresholds_document(thresholds: Thresholds | None) -> dict[str, object]:
+    """``thresholds.json``: the calibration, or ``set: null`` when nothing could be calibrated."""
+    if thresholds is None:
+        return {"format_version": FORMAT_VERSION, "set": None}
+    return thresholds.to_dict()
+
+
+def log_thresholds(thresholds: Thresholds | None) -> None:
+    """One line naming the calibration set and what it resolves."""
+    if thresholds is None:
+        log.warning("evaluate: no verification protocol scored; no decision thresholds")
+        return
+    log.info(
+        "evaluate: thresholds on %s (%d genuine, %d impostor): %s%s",
+        thresholds.set_name,
+        thresholds.n_genuine,
+        thresholds.n_impostor,
+        ", ".join(f"{k} {p.threshold:.4f}" for k, p in thresholds.points.items()) or "none",
+        f"; unresolved {', '.join(thresholds.unresolved)}" if thresholds.unresolved else "",
+    )
+
+
+def details_document(results: dict[str, BenchmarkResult | None]) -> dict[str, object]:
+    """``benchmark -> details`` (pairs, images, templates… as the benchmark counts them)."""
+    return {name: dict(result.details) for name, result in results.items() if result is not None}
+
+
+def write_outputs(
+    args, results: dict[str, BenchmarkResult | None], report: str, thresholds: dict[str, object]
+) -> None:
+    """Metrics JSON, ROC csv + png per benchmark, thresholds, the markdown report; each atomic."""
     import matplotlib.pyplot as plt
 
     with atomic_dir(args.plots) as plots:
@@ -110,11 +165,21 @@ def write_outputs(args, results: dict[str, BenchmarkResult | None], report: str)
     args.report.parent.mkdir(parents=True, exist_ok=True)
     with atomic_file(args.report) as tmp:
         tmp.write_text(report, encoding="utf-8")
+    write_json(args.thresholds, thresholds)
+    write_json(args.details, details_document(results))
     write_json(args.metrics, metrics_document(results))
 
 
-def log_to_mlflow(tracking, run_file: Path, results, report: str) -> None:
-    """Metrics as ``eval.<benchmark>.<metric>``, the ROC figure and the report."""
+def log_to_mlflow(
+    tracking,
+    run_file: Path,
+    results,
+    report: str,
+    thresholds: Thresholds | None,
+    thresholds_doc: dict[str, object],
+) -> None:
+    """Metrics as ``eval.<benchmark>.<metric>``, the ROC figure, the report, and the thresholds
+    (metrics ``thresholds.far_<FAR>``, tag ``thresholds.set``, artifact ``thresholds.json``)."""
     curves = {BY_NAME[n].title: r.roc for n, r in results.items() if r is not None and r.roc}
     with resume_run(tracking, Path.cwd(), run_file):
         for name, result in results.items():
@@ -124,6 +189,19 @@ def log_to_mlflow(tracking, run_file: Path, results, report: str) -> None:
             mlflow.log_metrics({f"eval.{name}.{k}": float(v) for k, v in result.metrics.items()})
         mlflow.log_figure(roc_figure(curves, "ROC, every benchmark"), "plots/roc.png")
         mlflow.log_text(report, "reports/evaluation.md")
+        mlflow.log_text(
+            json.dumps(thresholds_doc, indent=2, sort_keys=True) + "\n", "thresholds.json"
+        )
+        if thresholds is not None:
+            points = thresholds.points.items()
+            mlflow.log_metrics({f"thresholds.{k}": p.threshold for k, p in points})
+            mlflow.set_tags(
+                {
+                    "thresholds.set": thresholds.set_name,
+                    "thresholds.n_genuine": str(thresholds.n_genuine),
+                    "thresholds.n_impostor": str(thresholds.n_impostor),
+                }
+            )
 
 
 if __name__ == "__main__":

@@ -4,9 +4,12 @@ The model records its input/output contract in its metadata and passes ``onnx.ch
 Fails (and writes no ONNX file) if ONNX Runtime disagrees with PyTorch on random inputs or
 on real aligned crops (``--data``) beyond ``export.atol`` / ``export.min_cosine``; measures
 ONNX Runtime against PyTorch eager (latency at batch 1, throughput at ``throughput_batch``)
-and logs the model into the pipeline's MLflow run, with what ``arcflow promote`` judges it on:
-the benchmark metrics (``--eval-metrics``), parity and speed as the model's metrics, and its
-provenance (git commit, params hash, DVC data version) as its params and tags.
+and packs the face service (``--bundle``: the ONNX backbones, the detector, the calibrated
+thresholds, the model card; :mod:`arcflow.serve`). The bundle is logged into the pipeline's
+MLflow run as the pyfunc model ``arcface`` (what ``models:/arcface@champion`` loads and
+``mlflow models serve`` serves), with what ``arcflow promote`` judges it on: the benchmark
+metrics (``--eval-metrics``), parity and speed as the model's metrics, and its provenance (git
+commit, params hash, DVC data version) as its params and tags.
 """
 
 from __future__ import annotations
@@ -22,9 +25,13 @@ from arcflow.config import read_params_file
 from arcflow.data.binpairs import load_bin
 from arcflow.errors import DataFormatError
 from arcflow.evaluate.embed import to_batch
-from arcflow.export.mlflow_model import flat_metrics, log_onnx_model
-from arcflow.export.onnx import check_parity, export_onnx, measure_speed
+from arcflow.evaluate.suite import BENCHMARKS
+from arcflow.export.mlflow_model import ARTIFACT_NAME, flat_metrics
+from arcflow.export.onnx import check_parity, export_onnx, measure_speed, ort_session
 from arcflow.models.saving import load_backbone
+from arcflow.serve.card import CardInputs, model_card
+from arcflow.serve.package import CARD, write_bundle
+from arcflow.serve.pyfunc import log_face_model
 from arcflow.tracking.provenance import data_version, data_versions, git_commit, params_hash
 from arcflow.tracking.run import resume_run
 from stages.common import log, params, parser, run, trained_model_args
@@ -78,18 +85,38 @@ def export_fp16(model, out: Path, cfg, metadata: dict, real: np.ndarray | None) 
     return report
 
 
-def read_eval_metrics(path: Path) -> dict:
-    """The evaluate stage's metrics document; empty (the model cannot be promoted) if absent."""
+def read_document(path: Path, what: str) -> dict:
+    """A JSON object the evaluate stage wrote; empty (with a warning) if absent."""
     if not path.exists():
-        log.warning("export: %s not found: the logged model has no benchmark metrics", path)
+        log.warning("export: %s not found: the logged model has no %s", path, what)
         return {}
     try:
         document = json.loads(path.read_text())
     except ValueError as exc:
         raise DataFormatError(f"{path}: not JSON ({exc})") from None
     if not isinstance(document, dict):
-        raise DataFormatError(f"{path}: expected an object of benchmark -> metrics")
+        raise DataFormatError(f"{path}: expected a JSON object ({what})")
     return document
+
+
+def card_inputs(loaded, args, evaluation: dict, thresholds: dict, prov: dict) -> CardInputs:
+    """What the model card states, from the params and the evaluate stage's documents."""
+    source = loaded.align.source
+    spec = loaded.data.sources.get(source)
+    uri = spec.uri if spec is not None else "unknown"
+    return CardInputs(
+        name=loaded.registry.model_name,
+        train=loaded.train.model_dump(),
+        data_source=f"{source} ({uri})",
+        synthetic=uri.startswith("synthetic://"),
+        metrics=evaluation,
+        headlines={b.name: (b.title, b.headline) for b in BENCHMARKS},
+        sizes=read_document(args.eval_details, "benchmark set sizes"),
+        thresholds=thresholds or None,
+        provenance=prov,
+        run_id=json.loads(args.run.read_text()).get("run_id", "unknown"),
+        detector=loaded.serve.detector,
+    )
 
 
 def main() -> None:
@@ -113,8 +140,23 @@ def main() -> None:
         help="benchmark metrics (evaluate stage), recorded on the logged model for promotion",
     )
     p.add_argument("--dvc-lock", type=Path, default=Path("dvc.lock"), help="data versions")
+    p.add_argument(
+        "--thresholds",
+        type=Path,
+        default=Path("metrics/thresholds.json"),
+        help="decision thresholds calibrated by evaluate (packed with the face service)",
+    )
+    p.add_argument(
+        "--eval-details",
+        type=Path,
+        default=Path("metrics/eval_details.json"),
+        help="benchmark set sizes (evaluate), for the model card",
+    )
+    p.add_argument(
+        "--bundle", type=Path, default=Path("models/face_model"), help="face service folder"
+    )
     args = p.parse_args()
-    loaded = params(args, "export", "tracking")
+    loaded = params(args, "data", "align", "train", "export", "serve", "registry", "tracking")
     cfg = loaded.export
     model = load_backbone(args.model)
     real = real_inputs(args.data, cfg.parity_real)
@@ -128,17 +170,36 @@ def main() -> None:
         report = {**parity, **speed, "opset": cfg.opset}
         if args.out_fp16 is not None:  # inside: a failed fp16 gate leaves no fp32 file either
             report |= export_fp16(model, args.out_fp16, cfg, metadata, real)
+    evaluation = read_document(args.eval_metrics, "benchmark metrics")
+    thresholds = read_document(args.thresholds, "decision thresholds")
+    thresholds = thresholds if thresholds.get("set") else {}  # set null: nothing calibrated
+    prov = provenance(args.params, args.dvc_lock)
+    card = model_card(card_inputs(loaded, args, evaluation, thresholds, prov))
+    bundle = write_bundle(
+        args.bundle,
+        backbone=args.out,
+        backbone_fp16=args.out_fp16,
+        embedding_size=int(ort_session(args.out).get_outputs()[0].shape[-1]),
+        serve=loaded.serve,
+        align=loaded.align,
+        thresholds=thresholds,
+        card=card,
+    )
     write_json(args.metrics, report)
     export_metrics = flat_metrics("export", report)
-    model_metrics = {**flat_metrics("eval", read_eval_metrics(args.eval_metrics)), **export_metrics}
+    model_metrics = {**flat_metrics("eval", evaluation), **export_metrics}
     with resume_run(loaded.tracking, Path.cwd(), args.run):
         mlflow.log_metrics(export_metrics)
-        info = log_onnx_model(
-            args.out,
-            real,
-            params=provenance(args.params, args.dvc_lock),
-            metrics=model_metrics,
+        mlflow.log_text(card, CARD)
+        info = log_face_model(
+            args.bundle,
+            bundle,
+            name=ARTIFACT_NAME,
+            params=prov,
+            tags={f"arcflow.{key}": value for key, value in prov.items()},
+            metadata={"input": "photos (encoded images); see arcflow/serve/pyfunc.py"},
         )
+        mlflow.log_metrics(model_metrics, model_id=info.model_id)
     write_json(args.model_info, {"model_uri": info.model_uri, "model_id": info.model_id})
     log.info(
         "export: %s, max |onnx - torch| = %.2e over %d random + %d real inputs, "

@@ -64,7 +64,8 @@ class Aligner:
     def detector(self) -> Detector:
         if self._detector is None:
             options: dict[str, object] = {}
-            if self.cfg.detector == "retinaface":
+            if self.cfg.detector in ("retinaface", "retinaface_mnet"):
+                # retinaface_mnet: no weights file -> the pinned ONNX, fetched once and cached
                 options = {"weights": self.cfg.retinaface_weights}
                 options["max_size"] = self.cfg.retinaface_size
             self._detector = get_detector(self.cfg.detector, **options)

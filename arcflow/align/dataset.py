@@ -59,10 +59,11 @@ def find_jobs(raw: Path, cfg: AlignParams) -> list[AlignJob]:
         raise ConfigError(
             f"{raw}: {', '.join(unannotated)} come without landmark annotations, "
             "so faces must be detected",
-            hint="set align.detector to mtcnn (offline) or retinaface",
+            hint="set align.detector to mtcnn (offline), retinaface_mnet or retinaface",
         )
     weights = cfg.retinaface_weights
-    if unannotated and cfg.detector == "retinaface" and weights and not Path(weights).is_file():
+    uses_weights = cfg.detector in ("retinaface", "retinaface_mnet")
+    if unannotated and uses_weights and weights and not Path(weights).is_file():
         raise FileNotFoundError(2, "no such file", weights)
     return jobs
 

@@ -9,8 +9,8 @@ stage can use annotations where a real release would need a detector.
   insightface training releases ship them: frontal-vs-near-profile pairs and a hard set
   (strongest nuisance).
 - ``ijb``: IJB-C layout (``IJBC/meta/ijbc_*.txt``, ``IJBC/loose_crop/``): 2 templates per
-  subject, each of several media with several frames; NIST's 1:N gallery (G1, G2) and probe
-  CSVs beside them.
+  subject, each of several media with several frames; 1:1 pairs: every same-subject template
+  pair and every cross-subject one; NIST's 1:N gallery (G1, G2) and probe CSVs beside them.
 - ``megaface``: a FaceScrub-like probe set and single-image distractors with the devkit's
   feature-list JSONs.
 - ``ytf``: YouTube Faces frames ``frame_images_DB/<name>/<video>/<video>.<frame>.jpg`` +
@@ -239,7 +239,8 @@ def write_agedb_30(params: SynthFaceParams, path: Path, identities: range) -> di
 
 
 def write_ijb(params: SynthFaceParams, out: Path, identities: range) -> dict[str, int]:
-    """IJB-C layout: 2 templates per subject, 2 media per template, 3 frames per media."""
+    """IJB-C layout: 2 templates per subject, 2 media per template, 3 frames per media; the
+    1:1 pairs of :func:`ijb_template_pairs`."""
     files = ijb.ijb_files(out, "ijbc")
     writer = SetWriter(params, files.loose_crop, salt=4)
     names, tids, mids = [], [], []
@@ -262,22 +263,24 @@ def write_ijb(params: SynthFaceParams, out: Path, identities: range) -> dict[str
         ),
     )
     writer.write_landmarks(files.name_5pts_score)
-    rng = _rng(params, 4)
     subjects = len(identities)
-    genuine = [(2 * s + 1, 2 * s + 2, 1) for s in range(subjects)]
-    impostor = []
-    for s in range(subjects):
-        for other in rng.choice(
-            np.delete(np.arange(subjects), s), size=min(10, subjects - 1), replace=False
-        ):
-            impostor.append((2 * s + 1, 2 * int(other) + 2, 0))
-    t1, t2, label = (np.array(col) for col in zip(*(genuine + impostor), strict=True))
-    ijb.write_template_pair_label(
-        files.template_pair_label,
-        ijb.TemplatePairs(t1.astype(np.int64), t2.astype(np.int64), label.astype(np.int8)),
-    )
+    pairs = ijb_template_pairs(subjects)
+    ijb.write_template_pair_label(files.template_pair_label, pairs)
     _write_ijb_1n(files, np.array(names), np.array(tids), subjects)
-    return {"images": len(names), "templates": 2 * subjects, "pairs": len(t1)}
+    return {"images": len(names), "templates": 2 * subjects, "pairs": len(pairs.labels)}
+
+
+def ijb_template_pairs(subjects: int) -> ijb.TemplatePairs:
+    """The 1:1 pairs of 2 templates per subject (subject s: templates 2s+1, 2s+2): each
+    subject's genuine pair, then every pair of templates of different subjects as an impostor
+    (``2S(S-1)`` of them: 19,800 for 100 subjects, enough to resolve FAR 1e-4)."""
+    first, second = np.triu_indices(2 * subjects, k=1)
+    impostor = first // 2 != second // 2
+    t1 = np.concatenate((np.arange(subjects) * 2, first[impostor])) + 1
+    t2 = np.concatenate((np.arange(subjects) * 2 + 1, second[impostor])) + 1
+    labels = np.zeros(t1.size, np.int8)
+    labels[:subjects] = 1
+    return ijb.TemplatePairs(t1.astype(np.int64), t2.astype(np.int64), labels)
 
 
 def _write_ijb_1n(files: ijb.IJBFiles, names: np.ndarray, tids: np.ndarray, subjects: int) -> None:

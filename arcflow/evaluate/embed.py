@@ -8,7 +8,6 @@ combines them its own way (pair sets: L2-normalised sum; IJB: the unnormalised s
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,6 +19,7 @@ from torch import nn
 
 from arcflow.data.transforms import decode_rgb
 from arcflow.devices import channels_last_is_safe
+from arcflow.embedding import OnnxEncoder, file_digest, l2_normalize, normalise_crops
 from arcflow.errors import ConfigError, DataFormatError
 from arcflow.progress import progress
 
@@ -33,12 +33,6 @@ class Encoder(Protocol):
     key: str
 
     def __call__(self, batch: np.ndarray) -> np.ndarray: ...
-
-
-def file_digest(path: str | Path) -> str:
-    """BLAKE2b hex digest of a file's bytes (cache keys for weights and datasets)."""
-    with open(path, "rb") as f:
-        return hashlib.file_digest(f, "blake2b").hexdigest()[:32]
 
 
 class TorchEncoder:
@@ -59,28 +53,6 @@ class TorchEncoder:
         x = torch.from_numpy(batch).to(self.device).contiguous(memory_format=self.memory_format)
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.autocast):
             return self.model(x).float().cpu().numpy()
-
-
-class OnnxEncoder:
-    """An exported ONNX model run by ONNX Runtime (CUDA provider first when available)."""
-
-    def __init__(self, path: str | Path, *, device: str = "cpu") -> None:
-        import onnxruntime as ort
-
-        options = ort.SessionOptions()
-        options.log_severity_level = 3
-        providers = ["CPUExecutionProvider"]
-        if device != "cpu" and "CUDAExecutionProvider" in ort.get_available_providers():
-            providers.insert(0, "CUDAExecutionProvider")
-        try:
-            self.session = ort.InferenceSession(str(path), options, providers=providers)
-        except Exception as exc:  # onnxruntime raises its own untyped errors
-            raise DataFormatError(f"{path}: not a loadable ONNX model ({exc})") from None
-        self.input = self.session.get_inputs()[0].name
-        self.key = "onnx-" + file_digest(path)
-
-    def __call__(self, batch: np.ndarray) -> np.ndarray:
-        return np.asarray(self.session.run(None, {self.input: batch})[0], dtype=np.float32)
 
 
 def load_encoder(path: str | Path, device: torch.device | str = "cpu") -> Encoder:
@@ -120,21 +92,12 @@ class Features:
         return Features(self.plain[rows], None if self.flipped is None else self.flipped[rows])
 
 
-def l2_normalize(x: np.ndarray) -> np.ndarray:
-    """Rows scaled to unit L2 norm (float32; an all-zero row stays zero)."""
-    x = np.asarray(x, dtype=np.float32)
-    norms = np.linalg.norm(x, axis=1, keepdims=True)
-    return x / np.maximum(norms, np.finfo(np.float32).tiny)
-
-
 def to_batch(images: Sequence[bytes], where: str, start: int = 0) -> np.ndarray:
     """Decode crops into one normalised float32 NCHW batch."""
     rgb = np.stack(
         [decode_rgb(buf, where=f"{where} image {start + i}") for i, buf in enumerate(images)]
     )
-    return (
-        (rgb.astype(np.float32) / np.float32(127.5) - np.float32(1.0)).transpose(0, 3, 1, 2).copy()
-    )
+    return normalise_crops(rgb)
 
 
 def embed_images(

@@ -23,7 +23,7 @@ from scipy import sparse
 from arcflow.data.protocols.ijb import FaceTidMid, TemplatePairs, TemplateTable
 from arcflow.errors import DataFormatError
 from arcflow.evaluate.embed import l2_normalize
-from arcflow.evaluate.result import BenchmarkResult, rate_key
+from arcflow.evaluate.result import BenchmarkResult, VerificationScores, rate_key
 from arcflow.evaluate.scores import auc, binary_labels, eer, roc_points, tar_at_far_nearest
 
 FARS = (1e-6, 1e-5, 1e-4, 1e-3, 1e-2, 1e-1)
@@ -422,7 +422,8 @@ def evaluate_ijb(
     ``meta`` order; ``faceness`` (N,) the detector scores from ``name_5pts_score`` (None: all 1).
     Reference variant (plain keys, e.g. ``tar_far_1e-4``; the result's ROC): image feature =
     ``plain + flipped`` times faceness. Plain variant (``plain_`` keys): unit ``plain`` only.
-    1:N metrics (``1n_`` keys) use the reference variant. Pooling is linear, so ``plain`` and
+    1:N metrics (``1n_`` keys) use the reference variant. The result's ``scores`` are the
+    reference variant's template-pair cosines with their labels. Pooling is linear, so ``plain`` and
     ``flipped`` are pooled separately and added: no (N, D) copy of the features is made.
     """
     n = _check_meta(meta, pairs)
@@ -443,7 +444,8 @@ def evaluate_ijb(
     ref = l2_normalize(ref)
     unit = l2_normalize(_pool(pool, plain, _inverse_norms(plain)))
     t1, t2 = pairs.template1, pairs.template2
-    main = verify_11(score_template_pairs(tids, ref, t1, t2), pairs.labels, fars)
+    scores = score_template_pairs(tids, ref, t1, t2)
+    main = verify_11(scores, pairs.labels, fars)
     alt = verify_11(score_template_pairs(tids, unit, t1, t2), pairs.labels, fars, "plain_")
     metrics = {**main.metrics, **alt.metrics}
     if galleries is not None and probes is not None:
@@ -455,4 +457,10 @@ def evaluate_ijb(
         "flip": "f(x)+f(flip(x))" if flipped is not None else "none",
         "faceness": "yes" if weights is not None else "no",
     }
-    return BenchmarkResult(metrics, roc=main.roc, details=details)
+    genuine = binary_labels(pairs.labels, scores.size)
+    return BenchmarkResult(
+        metrics,
+        roc=main.roc,
+        details=details,
+        scores=VerificationScores(scores, genuine, "template"),
+    )

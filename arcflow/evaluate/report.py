@@ -8,6 +8,7 @@ import numpy as np
 
 from arcflow.evaluate.published import PUBLISHED
 from arcflow.evaluate.result import BenchmarkResult
+from arcflow.evaluate.thresholds import ACCEPT, FARS, KNOWN, Thresholds, far_key
 
 NOT_AVAILABLE = "not available"
 
@@ -70,8 +71,10 @@ def markdown_report(
     titles: Mapping[str, str],
     headlines: Mapping[str, str],
     notes: Sequence[str] = (),
+    sections: Sequence[str] = (),
 ) -> str:
-    """A summary table (ours beside the paper's and insightface's numbers) and every metric."""
+    """A summary table (ours beside the paper's and insightface's numbers), every metric, then
+    ``sections`` (markdown blocks, e.g. :func:`thresholds_section`) and the notes."""
     lines = [
         "# Evaluation report",
         "",
@@ -106,5 +109,42 @@ def markdown_report(
     absent = [titles[n] for n, r in results.items() if r is None]
     if absent:
         lines += ["## Not available", "", f"No data for: {', '.join(absent)}.", ""]
+    for section in sections:
+        lines += [section.rstrip(), ""]
     lines += [f"- {note}" for note in notes]
     return "\n".join(lines).rstrip() + "\n"
+
+
+def _far(key: str) -> str:
+    return key.removeprefix("far_")
+
+
+def thresholds_section(thresholds: Thresholds | None, titles: Mapping[str, str]) -> str:
+    """The "Decision thresholds" block: the calibration set, its sizes, one row per FAR."""
+    lines = ["## Decision thresholds", ""]
+    if thresholds is None:
+        lines.append("No verification protocol was scored: nothing to calibrate.")
+        return "\n".join(lines) + "\n"
+    th = thresholds
+    title = titles.get(th.set_name, th.set_name)
+    lines += [
+        f"Calibrated on {title} ({th.level} pairs: {th.n_genuine:,} genuine, "
+        f"{th.n_impostor:,} impostor); accept iff {ACCEPT}, the score being the {th.score}.",
+        "",
+        "| FAR | threshold | measured FAR | TAR |",
+        "|---|---:|---:|---:|",
+    ]
+    for far in FARS:
+        point = th.at(far)
+        if point is not None:
+            lines.append(
+                f"| {_far(far_key(far))} | {point.threshold:.6f} | {point.far_measured:.3g} "
+                f"| {point.tar:.4f} |"
+            )
+    unresolved = [_far(key) for key in sorted(th.unresolved, key=lambda k: -KNOWN.get(k, 0))]
+    if unresolved:
+        lines += [
+            "",
+            f"Unresolved (fewer than 1/FAR impostor pairs): {', '.join(unresolved)}.",
+        ]
+    return "\n".join(lines) + "\n"

@@ -32,8 +32,9 @@ from arcflow.evaluate.context import EvalContext, rows_of
 from arcflow.evaluate.ijb import evaluate_ijb
 from arcflow.evaluate.iqiyi import evaluate_iqiyi
 from arcflow.evaluate.megaface import evaluate_megaface, list_indices, noise_mask
-from arcflow.evaluate.result import BenchmarkResult
+from arcflow.evaluate.result import BenchmarkResult, VerificationScores
 from arcflow.evaluate.scores import eer
+from arcflow.evaluate.thresholds import cosine_scores
 from arcflow.evaluate.trillion import evaluate_trillion, split_merged
 from arcflow.evaluate.verification import evaluate_pairs, pair_distances, roc_curve
 from arcflow.evaluate.videos import video_features, video_of
@@ -43,7 +44,10 @@ Runner = Callable[[EvalContext, EvaluateParams], BenchmarkResult]
 
 
 def pair_set(name: str) -> Runner:
-    """insightface's 10-fold protocol on ``<name>.bin``, plus ROC, AUC and EER."""
+    """insightface's 10-fold protocol on ``<name>.bin``, plus ROC, AUC and EER.
+
+    The result's ``scores`` are the pairs' cosines (row-wise dot of the unit embeddings).
+    """
 
     def run(ctx: EvalContext, cfg: EvaluateParams) -> BenchmarkResult:
         pairs, features = ctx.pair_set(name)
@@ -54,7 +58,9 @@ def pair_set(name: str) -> Runner:
         n_pairs = metrics.pop("n_pairs")
         metrics["eer"] = eer(fpr, tpr)
         details = {"pairs": n_pairs, "threshold": float(np.mean(result.best_thresholds))}
-        return BenchmarkResult(metrics, (fpr, tpr), details)
+        cosines = cosine_scores(emb[0::2], emb[1::2])
+        scores = VerificationScores(cosines, np.asarray(pairs.issame, dtype=bool), "image")
+        return BenchmarkResult(metrics, (fpr, tpr), details, scores)
 
     return run
 

@@ -100,17 +100,58 @@ def register(client: Any, name: str, candidate: Candidate, tags: dict[str, str])
     from mlflow.exceptions import MlflowException
 
     try:
-        client.create_registered_model(name, description="ArcFace embedding model (ONNX)")
+        client.create_registered_model(
+            name, description="ArcFace face model: photo in; faces, embeddings, decisions out"
+        )
     except MlflowException as exc:
         if exc.error_code != "RESOURCE_ALREADY_EXISTS":
             raise
-    return client.create_model_version(
+    version = client.create_model_version(
         name,
         source=candidate.model_uri,
         run_id=candidate.run_id,
         tags=tags,
         model_id=candidate.model_id,
     )
+    describe_version(client, name, str(version.version), candidate.model_id)
+    return version
+
+
+def bundle_file(client: Any, model_id: str, name: str) -> str | None:
+    """The text of file ``name`` of a face model's bundle; None for a model without one."""
+    import tempfile
+
+    import mlflow
+    from mlflow.exceptions import MlflowException
+
+    location = client.get_logged_model(model_id).artifact_location
+    with tempfile.TemporaryDirectory(prefix="arcflow-card-") as tmp:
+        try:
+            path = mlflow.artifacts.download_artifacts(
+                artifact_uri=f"{location}/artifacts/bundle/{name}", dst_path=tmp
+            )
+        except (MlflowException, OSError):
+            return None
+        with open(path, encoding="utf-8") as f:
+            return f.read()
+
+
+def describe_version(client: Any, name: str, version: str, model_id: str) -> None:
+    """The model card as the version's description; the thresholds (set, size) as its tags."""
+    from arcflow.serve.bundle import CONFIG_NAME
+    from arcflow.serve.card import description
+    from arcflow.serve.package import CARD
+
+    card = bundle_file(client, model_id, CARD)
+    if card is not None:
+        client.update_model_version(name, version, description=description(card))
+    config = bundle_file(client, model_id, CONFIG_NAME)
+    thresholds = (json.loads(config) if config else {}).get("thresholds") or {}
+    for key in ("set", "level", "n_genuine", "n_impostor"):
+        if key in thresholds:
+            client.set_model_version_tag(name, version, f"thresholds.{key}", str(thresholds[key]))
+    for far, point in (thresholds.get("thresholds") or {}).items():
+        client.set_model_version_tag(name, version, f"thresholds.{far}", str(point["threshold"]))
 
 
 def set_alias(client: Any, name: str, alias: str, version: str | None) -> None:

@@ -5,9 +5,11 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 
-from arcflow.config import BENCHMARK_NAMES, TrackingParams
+from arcflow.config import BENCHMARK_NAMES, SynthFaceParams, TrackingParams
+from arcflow.evaluate.thresholds import FARS, Thresholds, accepts, far_key
 from arcflow.export.onnx import export_onnx
 from arcflow.models import get_backbone
 from arcflow.models.saving import load_backbone, save_backbone
@@ -71,6 +73,7 @@ def test_every_benchmark_is_listed_and_synthface_ones_are_scored(
         assert (work / "plots" / "roc" / f"{name}.png").read_bytes()[:4] == b"\x89PNG"
     report = (work / "reports" / "evaluation.md").read_text()
     assert "| IJB-B | tar_far_1e-4 | not available | | |" in report
+    assert "## Decision thresholds" in report and "IJB-C (template pairs: 20 genuine" in report
     assert "| LFW | accuracy |" in report and "99.83" in report
     assert "CALFW not available" in stderr
 
@@ -89,6 +92,70 @@ def test_metrics_figures_and_report_reach_mlflow(
     assert run.data.tags["eval.iqiyi_vid"] == "not available"
     artifacts = {a.path for d in ("plots", "reports") for a in client.list_artifacts(run_id, d)}
     assert {"plots/roc.png", "reports/evaluation.md"} <= artifacts
+    assert "thresholds.json" in {a.path for a in client.list_artifacts(run_id)}
+    assert run.data.tags["thresholds.set"] == "ijbc"
+    assert run.data.tags["thresholds.n_impostor"] == "760"
+
+
+def test_thresholds_name_the_set_and_leave_unresolved_fars_without_a_threshold(
+    evaluated: tuple[Path, str, str],
+) -> None:
+    work, _, _ = evaluated
+    doc = json.loads((work / "metrics" / "thresholds.json").read_text())
+    th = Thresholds.from_dict(doc, "thresholds.json")
+    # the tiny release: 20 IJB-C subjects, 2 templates each -> 2 * 20 * 19 impostor pairs
+    assert (th.set_name, th.level, th.n_genuine, th.n_impostor) == ("ijbc", "template", 20, 760)
+    assert th.points == {} and th.unresolved == tuple(far_key(f) for f in FARS)
+
+
+@pytest.fixture(scope="module")
+def ijb_resolving_1e3(
+    tiny_synthface: SynthFaceParams, tmp_path_factory: pytest.TempPathFactory
+) -> Path:
+    """An aligned IJB-C-only SynthFace release of 23 subjects: 1,012 impostor pairs, the
+    fewest subjects that resolve FAR 1e-3 (m = 1)."""
+    from arcflow.align.dataset import align_dataset
+    from arcflow.config import AlignParams
+    from arcflow.data.synthface_release import write_release
+
+    root = tmp_path_factory.mktemp("ijb23")
+    params = tiny_synthface.model_copy(update={"val_identities": 23, "eval_sets": ["ijb"]})
+    write_release(params, root / "raw")
+    align_dataset(root / "raw", root / "train", AlignParams(workers=1), eval_out=root / "eval")
+    return root / "eval"
+
+
+def test_thresholds_reapplied_to_the_sets_own_scores_give_the_recorded_rates(
+    ijb_resolving_1e3: Path, model: Path, tmp_path: Path
+) -> None:
+    import torch
+
+    from arcflow.config import EvaluateParams
+    from arcflow.evaluate.cache import FeatureCache
+    from arcflow.evaluate.context import EvalContext
+    from arcflow.evaluate.embed import load_encoder
+    from arcflow.evaluate.suite import BY_NAME
+
+    proc = _evaluate("--data", ijb_resolving_1e3, "--model", model, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    th = Thresholds.from_dict(json.loads((tmp_path / "metrics" / "thresholds.json").read_text()))
+    assert (th.set_name, th.n_genuine, th.n_impostor) == ("ijbc", 23, 2 * 23 * 22)
+    assert list(th.points) == ["far_1e-3"] and "thresholds on ijbc" in proc.stderr
+    # the same features (from the stage's cache), scored again by the runner
+    ctx = EvalContext(
+        ijb_resolving_1e3,
+        load_encoder(model, torch.device("cpu")),
+        cache=FeatureCache(tmp_path / ".cache" / "features"),
+    )
+    scored = BY_NAME["ijbc"].run(ctx, EvaluateParams()).scores
+    assert scored is not None and ctx.embedded == 0
+    point = th.points["far_1e-3"]
+    accepted = accepts(scored.scores, point.threshold)
+    genuine = scored.genuine
+    assert np.count_nonzero(accepted & ~genuine) / th.n_impostor == point.far_measured <= 1e-3
+    assert np.count_nonzero(accepted & genuine) / th.n_genuine == point.tar
+    report = (tmp_path / "reports" / "evaluation.md").read_text()
+    assert f"| 1e-3 | {point.threshold:.6f} |" in report
 
 
 def test_rescoring_reads_the_cache_and_onnx_gives_the_same_numbers(
@@ -106,7 +173,7 @@ def test_rescoring_reads_the_cache_and_onnx_gives_the_same_numbers(
     onnx = _evaluate(
         "--data", data, "--model", work / "backbone.onnx",
         "--metrics", work / "onnx.json", "--plots", work / "onnx_roc",
-        "--report", work / "onnx.md", cwd=work,
+        "--report", work / "onnx.md", "--thresholds", work / "onnx_thresholds.json", cwd=work,
     )  # fmt: skip
     assert onnx.returncode == 0, onnx.stderr
     from_onnx = json.loads((work / "onnx.json").read_text())

@@ -106,7 +106,7 @@ def test_stage_without_real_crops_fails_cleanly_and_writes_nothing(tmp_path: Pat
     assert not (tmp_path / "m.onnx").exists() and not (tmp_path / "metrics").exists()
 
 
-def test_stage_logs_an_onnx_model_that_pyfunc_loads_to_the_same_embeddings(
+def test_stage_logs_the_face_model_that_pyfunc_loads_to_evaluates_embeddings(
     tmp_path: Path, tiny_aligned: Path, mlflow_server: str
 ) -> None:
     import json
@@ -114,7 +114,6 @@ def test_stage_logs_an_onnx_model_that_pyfunc_loads_to_the_same_embeddings(
     import mlflow
 
     from arcflow.config import TrackingParams
-    from arcflow.export.onnx import ort_session
     from arcflow.tracking.run import start_run
 
     kwargs = {"width": 0.125, "embedding_size": 32}
@@ -148,10 +147,19 @@ def test_stage_logs_an_onnx_model_that_pyfunc_loads_to_the_same_embeddings(
     assert logged.params["data.data/aligned/train"] == "f00.dir"
     assert len(logged.params["params_hash"]) == 64 and logged.params["data_version"] != "unknown"
     assert logged.tags["arcflow.git_commit"] == logged.params["git_commit"]
+    import pandas as pd
+
+    from arcflow.data.binpairs import load_bin
+    from arcflow.evaluate.embed import Features, load_encoder, to_batch
+
     loaded = mlflow.pyfunc.load_model(info["model_uri"])
-    x = np.random.default_rng(2).uniform(-1, 1, (3, 3, 112, 112)).astype(np.float32)
-    expected = ort_session(tmp_path / "m.onnx").run(None, {"data": x})[0]
-    got = loaded.predict(x)
-    got = next(iter(got.values())) if isinstance(got, dict) else np.asarray(got)
-    np.testing.assert_allclose(got, expected, atol=1e-6)
+    crops = list(load_bin(tiny_aligned.parent / "eval" / "lfw.bin").images[:3])
+    encoder = load_encoder(tmp_path / "m.onnx")
+    batch = to_batch(crops, "crops")
+    expected = Features(encoder(batch), encoder(batch[..., ::-1].copy())).combined()
+    got = loaded.predict(pd.DataFrame({"image": crops}), params={"aligned": True})
+    np.testing.assert_allclose(np.stack(got["embedding"]), expected, atol=1e-5)
     assert loaded.metadata.signature is not None
+    assert (tmp_path / "models" / "face_model" / "model_card.md").read_text().startswith(
+        "# Model card"
+    )

@@ -19,12 +19,13 @@ import yaml
 from arcflow.config import ExportParams, RegistryParams
 from arcflow.errors import RegistryError, TrackingError
 from arcflow.evaluate.embed import load_encoder
-from arcflow.export.mlflow_model import log_onnx_model
 from arcflow.export.onnx import export_onnx, ort_session
 from arcflow.models import get_backbone
 from arcflow.registry import CHALLENGER, CHAMPION, PREVIOUS, audit_log, promote, rollback
 from arcflow.registry.lock import lock_name, registry_lock
 from arcflow.registry.store import aliases
+from arcflow.serve.bundle import read_bundle
+from arcflow.serve.pyfunc import log_face_model
 
 pytestmark = pytest.mark.integration
 
@@ -57,6 +58,23 @@ def onnx_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return path
 
 
+CARD = "# Model card: test\n\nlfw 0.99\n"
+
+
+@pytest.fixture(scope="module")
+def bundle_dir(onnx_file: Path) -> Path:
+    """The face-service bundle of ``onnx_file`` (what the export stage logs)."""
+    from arcflow.config import AlignParams, ServeParams
+    from arcflow.serve.package import write_bundle
+
+    out = onnx_file.parent / "bundle"
+    write_bundle(
+        out, backbone=onnx_file, backbone_fp16=None, embedding_size=32, serve=ServeParams(),
+        align=AlignParams(), thresholds=None, card=CARD,
+    )  # fmt: skip
+    return out
+
+
 @pytest.fixture()
 def client(mlflow_server: str) -> Iterator[object]:
     import mlflow
@@ -83,13 +101,17 @@ def gates() -> RegistryParams:
 
 
 @pytest.fixture()
-def candidate(client, onnx_file: Path) -> Callable[..., str]:
-    """Log the ONNX model in a run of its own with ``metrics``; returns its model id."""
+def candidate(client, bundle_dir: Path) -> Callable[..., str]:
+    """Log the face model in a run of its own with ``metrics``; returns its model id."""
     import mlflow
 
     def log(metrics: dict[str, float]) -> str:
         with mlflow.start_run():
-            return str(log_onnx_model(onnx_file, None, params=PROVENANCE, metrics=metrics).model_id)
+            info = log_face_model(
+                bundle_dir, read_bundle(bundle_dir), name="arcface", params=PROVENANCE
+            )
+            mlflow.log_metrics(metrics, model_id=info.model_id)
+            return str(info.model_id)
 
     return log
 
@@ -264,16 +286,25 @@ def test_the_lock_waits_for_its_holder_and_breaks_a_stale_one(client, gates) -> 
 
 
 def test_champion_alias_loads_and_embeds(client, gates, candidate, onnx_file: Path) -> None:
+    import cv2
     import mlflow
+    import pandas as pd
+
+    from arcflow.embedding import l2_normalize, normalise_crops
 
     promote(client, gates, PARITY, candidate(scores(0.80)))
+    version = client.get_model_version(gates.model_name, "1")
+    assert version.description == CARD  # every registered version carries the model card
     model = mlflow.pyfunc.load_model(f"models:/{gates.model_name}@champion")
+    crops = np.random.default_rng(0).integers(0, 256, (4, 112, 112, 3), dtype=np.uint8)
+    encoded = [cv2.imencode(".png", c)[1].tobytes() for c in crops]
+    got = model.predict(pd.DataFrame({"image": encoded}), params={"aligned": True})
+    x = normalise_crops(crops[..., ::-1])  # the PNGs hold BGR: the model sees RGB
+    session = ort_session(onnx_file)
+    raw = session.run(None, {"data": x})[0] + session.run(None, {"data": x[..., ::-1].copy()})[0]
+    np.testing.assert_allclose(np.stack(got["embedding"]), l2_normalize(raw), atol=1e-5)
     x = np.random.default_rng(0).uniform(-1, 1, (4, 3, 112, 112)).astype(np.float32)
-    got = model.predict(x)
-    got = next(iter(got.values())) if isinstance(got, dict) else np.asarray(got)
-    expected = ort_session(onnx_file).run(None, {"data": x})[0]
-    np.testing.assert_allclose(got, expected, atol=1e-6)
-    assert "NOT L2-normalised" in model.metadata.metadata["output"]
+    expected = session.run(None, {"data": x})[0]
     encoder = load_encoder(f"models:/{gates.model_name}@champion")  # what evaluate --model takes
     np.testing.assert_allclose(encoder(x), expected, atol=1e-6)
     with pytest.raises(TrackingError, match="cannot download"):

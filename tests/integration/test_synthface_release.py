@@ -76,7 +76,9 @@ def test_ijb_layout(tiny_release: Path) -> None:
     subject = lambda tid: (tid - 1) // 2  # noqa: E731  (2 templates per subject)
     same = subject(pairs.template1) == subject(pairs.template2)
     np.testing.assert_array_equal(same, pairs.labels == 1)
-    assert pairs.labels.sum() == 20 and (pairs.labels == 0).sum() == 20 * 10
+    assert pairs.labels.sum() == 20 and (pairs.labels == 0).sum() == 2 * 20 * 19
+    # every cross-subject template pair is an impostor, each once
+    assert len(set(zip(pairs.template1.tolist(), pairs.template2.tolist(), strict=True))) == 780
 
 
 def test_megaface_layout(tiny_release: Path, tiny_synthface: SynthFaceParams) -> None:

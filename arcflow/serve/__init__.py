@@ -1,0 +1,1 @@
+"""The face service: photo in → faces, embeddings, match decisions out."""

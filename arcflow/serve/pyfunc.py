@@ -1,0 +1,182 @@
+"""The face pipeline as an MLflow pyfunc model: what ``models:/arcface@champion`` loads and
+``mlflow models serve`` serves.
+
+Input: a DataFrame with a column ``image`` (encoded image bytes; base64 strings in JSON, which
+MLflow's scoring server decodes) and/or ``path`` (server-side paths, honoured only under
+``ARCFLOW_IMAGE_ROOT``). Params: ``task`` (``faces``: every face with its unit embedding;
+``verify``: rows taken in pairs, 0 with 1, 2 with 3, …), ``aligned`` (the images are 112x112
+aligned crops), ``max_faces``, ``min_score``, ``far``. Output: one record per face (or per pair),
+and one error record per image that gave none; a bad image never fails the request.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import mlflow.pyfunc
+
+from arcflow.serve.bundle import Bundle
+from arcflow.serve.inputs import path_root
+from arcflow.serve.pipeline import FacePipeline, load_bundle
+
+BUNDLE_ARTIFACT = "bundle"
+PRECISION_ENV = "ARCFLOW_FACE_PRECISION"
+TASKS = ("faces", "verify")
+#: What the served environment needs (the detector's own needs are added per bundle).
+REQUIREMENTS = ("numpy", "pandas", "opencv-python-headless", "onnxruntime", "pillow")
+DETECTOR_REQUIREMENTS = {
+    "retinaface_mnet": (),
+    "mtcnn": ("torch", "facenet-pytorch==2.6.0"),
+    "retinaface": ("torch", "torchvision", "retinaface-pytorch==0.0.8"),
+}
+
+
+class FaceModel(mlflow.pyfunc.PythonModel):
+    """detect → align → embed → decide, from the bundle logged as the ``bundle`` artifact."""
+
+    pipeline: FacePipeline
+
+    def load_context(self, context: Any) -> None:
+        config = getattr(context, "model_config", None) or {}
+        precision = config.get("precision") or os.environ.get(PRECISION_ENV) or "fp32"
+        self.pipeline = load_bundle(context.artifacts[BUNDLE_ARTIFACT], precision=precision)
+
+    def predict(self, context, model_input, params=None):  # no hints: MLflow would enforce them
+        from mlflow.exceptions import MlflowException
+        from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
+
+        from arcflow.errors import ArcFlowError
+
+        params = dict(params or {})
+        task = params.get("task", "faces")
+        if task not in TASKS:
+            raise MlflowException(
+                f"task must be one of {', '.join(TASKS)}, got {task!r}", INVALID_PARAMETER_VALUE
+            )
+        items = list(_items(model_input))
+        allowed, root = path_root()
+        try:
+            result = self.pipeline.analyze(
+                items,
+                aligned=bool(params.get("aligned", False)),
+                max_faces=int(params.get("max_faces", 0)),
+                min_score=params.get("min_score"),
+                allow_paths=allowed,
+                root=root,
+            )
+            if task == "faces":
+                return _frame(result.records())
+            if len(items) % 2:
+                raise MlflowException(
+                    f"task verify compares images in pairs; got {len(items)} images",
+                    INVALID_PARAMETER_VALUE,
+                )
+            far = params.get("far")
+            rows = [
+                {"pair": k // 2, **self.pipeline.decide_pair(result, k, k + 1, far).to_record()}
+                for k in range(0, len(items), 2)
+            ]
+            return _frame(rows)
+        except ArcFlowError as exc:  # a bad request as a whole (limits, parameters)
+            raise MlflowException(str(exc), INVALID_PARAMETER_VALUE) from None
+
+
+def _frame(records: list[dict]) -> Any:
+    """Records as a DataFrame whose missing values stay None (JSON null, not NaN)."""
+    import pandas as pd
+
+    frame = pd.DataFrame.from_records(records)
+    return frame.astype(object).where(frame.notna(), None)
+
+
+def _missing(value: Any) -> bool:
+    return value is None or (isinstance(value, float) and math.isnan(value))
+
+
+def _items(model_input: Any) -> Iterator[object]:
+    """Request rows -> items: the ``image`` bytes, else the ``path`` as a Path, else None."""
+    import pandas as pd
+
+    if isinstance(model_input, pd.DataFrame):
+        columns = [c for c in ("image", "path") if c in model_input.columns]
+        if not columns:
+            from mlflow.exceptions import MlflowException
+            from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
+
+            raise MlflowException(
+                "the input needs a column 'image' (base64 in JSON) or 'path'",
+                INVALID_PARAMETER_VALUE,
+            )
+        for row in model_input[columns].itertuples(index=False):
+            image = getattr(row, "image", None)
+            path = getattr(row, "path", None)
+            if not _missing(image):
+                yield image
+            elif not _missing(path):
+                yield Path(str(path))
+            else:
+                yield None
+    else:  # a list of bytes / base64 strings, in-process
+        yield from model_input
+
+
+def signature(bundle: Bundle) -> Any:
+    """Input columns and the params (with the bundle's defaults) the scoring server accepts."""
+    from mlflow.models import ModelSignature
+    from mlflow.types.schema import ColSpec, ParamSchema, ParamSpec, Schema
+
+    return ModelSignature(
+        inputs=Schema(
+            [ColSpec("binary", "image", required=False), ColSpec("string", "path", required=False)]
+        ),
+        params=ParamSchema(
+            [
+                ParamSpec("task", "string", "faces"),
+                ParamSpec("aligned", "boolean", False),
+                ParamSpec("max_faces", "long", 0),
+                ParamSpec("min_score", "double", bundle.min_score),
+                ParamSpec("far", "double", bundle.default_far),
+            ]
+        ),
+    )
+
+
+@contextmanager
+def _code_copy() -> Iterator[Path]:
+    """The ``arcflow`` package without caches, for the model's ``code_paths``."""
+    package = Path(__file__).resolve().parents[1]
+    with tempfile.TemporaryDirectory(prefix="arcflow-code-") as tmp:
+        target = Path(tmp) / "arcflow"
+        shutil.copytree(package, target, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+        yield target
+
+
+def log_face_model(bundle_dir: Path, bundle: Bundle, *, name: str, **kwargs: Any) -> Any:
+    """``mlflow.pyfunc.log_model`` of the face pipeline in ``bundle_dir`` (active run).
+
+    ``kwargs`` go to ``log_model`` (params, tags, metadata, registered_model_name…).
+    """
+    requirements = [*REQUIREMENTS, *DETECTOR_REQUIREMENTS[bundle.detector], _mlflow_pin()]
+    with _code_copy() as code:
+        return mlflow.pyfunc.log_model(
+            name=name,
+            python_model=FaceModel(),
+            artifacts={BUNDLE_ARTIFACT: str(bundle_dir)},
+            code_paths=[str(code)],
+            signature=signature(bundle),
+            pip_requirements=requirements,
+            **kwargs,
+        )
+
+
+def _mlflow_pin() -> str:
+    from importlib.metadata import version
+
+    return f"mlflow=={version('mlflow')}"

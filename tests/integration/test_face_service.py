@@ -1,0 +1,408 @@
+"""The face service on a small exported model: in-process pipeline and pyfunc, `mlflow models
+serve` over HTTP with hostile inputs, and the `arcflow embed / verify / search` commands."""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+import zlib
+from collections.abc import Iterator
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+from arcflow.config import AlignParams, ServeParams
+from arcflow.data.binpairs import load_bin
+from arcflow.errors import ConfigError, DataFormatError
+from arcflow.evaluate.embed import Features, load_encoder, to_batch
+from arcflow.evaluate.thresholds import accepts, calibrate, cosine_scores
+from arcflow.export.onnx import export_onnx
+from arcflow.models import get_backbone
+from arcflow.serve.bundle import CONFIG_NAME, read_bundle
+from arcflow.serve.package import write_bundle
+from arcflow.serve.pipeline import load_bundle
+from tests.photos import insightface_photos
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _png(width: int, height: int) -> bytes:
+    """A valid PNG header declaring ``width`` x ``height`` (a decompression bomb's shape)."""
+    import struct
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        body = kind + data
+        return struct.pack(">I", len(data)) + body + struct.pack(">I", zlib.crc32(body))
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    idat = zlib.compress(b"\x00" * 64)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", idat) + chunk(b"IEND", b"")
+
+
+def _bomb() -> bytes:
+    """A real 20000 x 20000 greyscale PNG of zeros: about 20 KB compressed, 400 MP decoded."""
+    import struct
+
+    width = height = 20000
+    raw = zlib.compress(b"".join(b"\x00" + bytes(width) for _ in range(64)), 9)
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        body = kind + data
+        return struct.pack(">I", len(data)) + body + struct.pack(">I", zlib.crc32(body))
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", raw) + chunk(b"IEND", b"")
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory: pytest.TempPathFactory, tiny_aligned: Path) -> Path:
+    """A small backbone exported to ONNX (fp32 + fp16) and packed with thresholds
+    calibrated on every pair of the tiny release's evaluation crops."""
+    torch.manual_seed(0)
+    work = tmp_path_factory.mktemp("face-model")
+    model = get_backbone("r18", width=0.125, embedding_size=32).eval()
+    export_onnx(model, work / "m.onnx", opset=18)
+    export_onnx(model, work / "m16.onnx", opset=18, half=True)
+    crops = _calibration_crops(tiny_aligned)
+    features = _evaluate_embedding(work / "m.onnx", crops.images)
+    thresholds = calibrate(
+        *_all_pairs(features, crops.labels), set_name="tiny", level="image", fars=(1e-3,)
+    )
+    write_bundle(
+        work / "bundle",
+        backbone=work / "m.onnx",
+        backbone_fp16=work / "m16.onnx",
+        embedding_size=32,
+        serve=ServeParams(),
+        align=AlignParams(),
+        thresholds=thresholds.to_dict(),
+        card="# card\n",
+    )
+    return work
+
+
+class _Crops:
+    def __init__(self, images: list[bytes], labels: np.ndarray) -> None:
+        self.images, self.labels = images, labels
+
+
+def _calibration_crops(tiny_aligned: Path) -> _Crops:
+    """Aligned crops of the tiny release's pair sets with identity labels (pairs of one
+    identity share a label; other crops are distinct identities)."""
+    pairs = load_bin(tiny_aligned.parent / "eval" / "lfw.bin")
+    labels = np.arange(len(pairs.images))
+    for i, same in enumerate(pairs.issame):
+        if same:
+            labels[2 * i + 1] = labels[2 * i]
+    return _Crops(list(pairs.images), labels)
+
+
+def _evaluate_embedding(onnx: Path, images: list[bytes]) -> np.ndarray:
+    """Evaluate's embedding of crops: f(x) + f(flip(x)), L2-normalised (pair-set rule)."""
+    encoder = load_encoder(onnx)
+    batch = to_batch(images, "crops")
+    return Features(encoder(batch), encoder(np.ascontiguousarray(batch[..., ::-1]))).combined()
+
+
+def _all_pairs(emb: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    i, j = np.triu_indices(len(emb), 1)
+    return cosine_scores(emb[i], emb[j]), labels[i] == labels[j]
+
+
+@pytest.fixture(scope="module")
+def pipeline(model_dir: Path):
+    return load_bundle(model_dir / "bundle")
+
+
+@pytest.fixture(scope="module")
+def photos() -> dict[str, Path]:
+    return insightface_photos()
+
+
+def test_aligned_crops_embed_exactly_as_evaluate_does(
+    pipeline, model_dir: Path, tiny_aligned: Path
+) -> None:
+    crops = _calibration_crops(tiny_aligned)
+    expected = _evaluate_embedding(model_dir / "m.onnx", crops.images)
+    result = pipeline.analyze(crops.images, aligned=True)
+    assert not result.errors
+    got = np.stack([f.embedding for f in result.faces])
+    np.testing.assert_allclose(got, expected, atol=1e-5)
+    np.testing.assert_allclose(np.linalg.norm(got, axis=1), 1.0, atol=1e-5)
+
+
+def test_verify_reproduces_the_calibrated_rates_on_the_calibration_set(
+    pipeline, tiny_aligned: Path
+) -> None:
+    """Every pair of the calibration set through the service's decision: the share of
+    impostors it accepts is exactly the FAR recorded at calibration, and so is the TAR."""
+    crops = _calibration_crops(tiny_aligned)
+    result = pipeline.analyze(crops.images, aligned=True)
+    i, j = np.triu_indices(len(crops.images), 1)
+    genuine = crops.labels[i] == crops.labels[j]
+    decisions = [pipeline.decide_pair(result, a, b, 1e-3) for a, b in zip(i, j, strict=True)]
+    same = np.array([d.same_person for d in decisions])
+    point = pipeline.thresholds.at(1e-3)
+    assert same[~genuine].mean() == pytest.approx(point.far_measured, abs=1e-12)
+    assert same[genuine].mean() == pytest.approx(point.tar, abs=1e-12)
+    assert point.far_measured <= 1e-3 and pipeline.thresholds.n_impostor >= 1000
+    scores = np.array([d.score for d in decisions])
+    np.testing.assert_array_equal(same, accepts(scores, point.threshold))
+
+
+def test_real_photos_give_their_faces_and_bad_items_their_errors(pipeline, photos) -> None:
+    group, portrait = photos["t1.jpg"].read_bytes(), photos["Tom_Hanks_54745.png"].read_bytes()
+    items = [group, portrait, b"", b"not an image", group[: len(group) // 2], _bomb()]
+    result = pipeline.analyze(items)
+    per_image = np.bincount([f.image for f in result.faces], minlength=len(items))
+    assert per_image.tolist() == [6, 1, 0, 0, 0, 0]
+    reasons = {e.image: e.reason for e in result.errors}
+    assert reasons == {2: "empty", 3: "unsupported", 4: "corrupt", 5: "too_large"}
+    for face in result.faces:
+        left, right, nose, mouth_l, mouth_r = face.landmarks
+        assert left[0] < right[0] and mouth_l[0] < mouth_r[0] and nose[1] < mouth_l[1]
+    assert pipeline.analyze([group], max_faces=2).faces[1].face == 1
+    assert len(pipeline.analyze([group], max_faces=2).faces) == 2
+    blank = cv2.imencode(".png", np.full((480, 640, 3), 127, np.uint8))[1].tobytes()
+    assert pipeline.analyze([blank]).errors[0].reason == "no_face"
+
+
+def test_fp16_variant_is_selectable_and_close(model_dir: Path, photos) -> None:
+    fp32 = load_bundle(model_dir / "bundle")
+    fp16 = load_bundle(model_dir / "bundle", precision="fp16")
+    image = photos["Tom_Hanks_54745.png"]
+    a, b = fp32.analyze([image]).faces[0], fp16.analyze([image]).faces[0]
+    assert 0.999 < float(a.embedding @ b.embedding) < 1.0
+
+
+def test_paths_are_read_only_under_the_allowed_root(pipeline, photos, tmp_path: Path) -> None:
+    image = photos["Tom_Hanks_54745.png"]
+    assert pipeline.analyze([image], allow_paths=False).errors[0].reason == "forbidden"
+    outside = pipeline.analyze([image], root=tmp_path).errors[0]
+    assert outside.reason == "forbidden" and "outside" in outside.message
+    assert pipeline.analyze([tmp_path / "x.jpg"]).errors[0].reason == "not_found"
+    with pytest.raises(ConfigError, match="at most"):
+        pipeline.analyze([b"x"] * (pipeline.bundle.limits.max_images + 1))
+
+
+def test_a_tampered_bundle_is_refused_with_the_field_named(model_dir: Path, tmp_path: Path) -> None:
+    import shutil
+
+    bundle = tmp_path / "b"
+    shutil.copytree(model_dir / "bundle", bundle)
+    config = json.loads((bundle / CONFIG_NAME).read_text())
+    for key, value, message in (
+        ("backbone", "../m.onnx", "backbone: expected a file name inside the bundle"),
+        ("detector", "yolo", "detector: 'yolo' is not one of"),
+        ("min_score", float("nan"), "min_score: expected a number"),
+        ("thresholds", {"set": "x"}, "thresholds"),
+    ):
+        (bundle / CONFIG_NAME).write_text(json.dumps({**config, key: value}))
+        with pytest.raises(DataFormatError, match=message):
+            load_bundle(bundle)
+    (bundle / CONFIG_NAME).write_text("{")
+    with pytest.raises(DataFormatError, match="not JSON"):
+        read_bundle(bundle)
+
+
+# ------------------------------------------------------------------ REST and MLflow
+
+
+@pytest.fixture(scope="module")
+def logged(model_dir: Path, mlflow_server: str) -> Iterator[str]:
+    """The bundle logged as the pyfunc face model on the MLflow server; its model URI."""
+    import mlflow
+
+    from arcflow.serve.pyfunc import log_face_model
+
+    mlflow.set_tracking_uri(mlflow_server)
+    mlflow.set_experiment("face-service-tests")
+    bundle = read_bundle(model_dir / "bundle")
+    with mlflow.start_run():
+        info = log_face_model(model_dir / "bundle", bundle, name="arcface")
+    yield info.model_uri
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture(scope="module")
+def server(logged: str, mlflow_server: str, tmp_path_factory) -> Iterator[tuple[str, int]]:
+    """`mlflow models serve` of the logged face model on a free loopback port."""
+    port = _free_port()
+    log = tmp_path_factory.mktemp("serve") / "serve.log"
+    env = {**os.environ, "MLFLOW_TRACKING_URI": mlflow_server, "PYTHONPATH": str(ROOT)}
+    venv_bin = str(Path(sys.executable).parent)
+    env["PATH"] = f"{venv_bin}{os.pathsep}{env['PATH']}"
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(
+            [
+                sys.executable, "-m", "mlflow", "models", "serve", "-m", logged,
+                "--env-manager", "local", "-h", "127.0.0.1", "-p", str(port), "-w", "1",
+            ],
+            env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
+        )  # fmt: skip
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 180
+        while time.monotonic() < deadline:
+            if proc.poll() is not None:
+                pytest.fail(f"mlflow models serve exited:\n{log.read_text()[-3000:]}")
+            try:
+                with urllib.request.urlopen(f"{url}/ping", timeout=2) as r:
+                    if r.status == 200:
+                        break
+            except OSError:
+                time.sleep(0.5)
+        else:
+            pytest.fail(f"mlflow models serve did not start:\n{log.read_text()[-3000:]}")
+        yield url, proc.pid
+    finally:
+        os.killpg(proc.pid, 15)
+        proc.wait(timeout=30)
+
+
+def _post(url: str, body: bytes | dict) -> tuple[int, dict]:
+    data = body if isinstance(body, bytes) else json.dumps(body).encode()
+    request = urllib.request.Request(
+        f"{url}/invocations", data=data, headers={"Content-Type": "application/json"}
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=120) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.loads(exc.read() or b"{}")
+
+
+def _images(*items: bytes) -> dict:
+    encoded = [base64.b64encode(item).decode() for item in items]
+    return {"dataframe_split": {"columns": ["image"], "data": [[e] for e in encoded]}}
+
+
+def _rss_mb(pid: int) -> float:
+    total = 0.0
+    for line in subprocess.run(
+        ["ps", "-o", "rss=", "--ppid", str(pid), "-p", str(pid)], capture_output=True, text=True
+    ).stdout.split():
+        total += float(line) / 1024
+    return total
+
+
+def test_rest_serves_the_photos_like_the_in_process_pyfunc(server, logged: str, photos) -> None:
+    import mlflow.pyfunc
+    import pandas as pd
+
+    url, _ = server
+    group, portrait = photos["t1.jpg"].read_bytes(), photos["Tom_Hanks_54745.png"].read_bytes()
+    status, body = _post(url, _images(group, portrait))
+    assert status == 200, body
+    rows = body["predictions"]
+    assert [r["image"] for r in rows].count(0) == 6 and [r["image"] for r in rows].count(1) == 1
+    local = mlflow.pyfunc.load_model(logged).predict(pd.DataFrame({"image": [group, portrait]}))
+    np.testing.assert_allclose(
+        np.array([r["embedding"] for r in rows]), np.stack(local["embedding"]), atol=1e-5
+    )
+    verify = {"task": "verify", "far": 1e-3}
+    status, body = _post(url, {**_images(portrait, portrait), "params": verify})
+    decision = body["predictions"][0]
+    assert status == 200 and decision["score"] == pytest.approx(1.0, abs=1e-5)
+    assert decision["same_person"] is (decision["score"] > decision["threshold"])
+    assert decision["far_calibrated"] == 1e-3 and decision["far_measured"] <= 1e-3
+
+
+def test_rest_survives_hostile_input_with_per_item_errors(server, photos) -> None:
+    url, pid = server
+    portrait = photos["Tom_Hanks_54745.png"].read_bytes()
+    jpeg = photos["t1.jpg"].read_bytes()
+    blank = cv2.imencode(".png", np.full((480, 640, 3), 127, np.uint8))[1].tobytes()
+    bad = [b"not an image at all", b"", jpeg[: len(jpeg) // 2], _bomb(), _png(20000, 20000), blank]
+    before = _rss_mb(pid)
+    status, body = _post(url, _images(*bad, portrait))
+    assert status == 200, body
+    rows = {r["image"]: r for r in body["predictions"]}
+    assert [rows[i]["reason"] for i in range(len(bad))] == [
+        "unsupported", "empty", "corrupt", "too_large", "too_large", "no_face",
+    ]  # fmt: skip
+    assert rows[len(bad)]["error"] is None and len(rows[len(bad)]["embedding"]) == 32
+    assert _rss_mb(pid) - before < 300  # nothing was decoded past the pixel limit
+    for malformed in (b"{not json", b'{"dataframe_split": 3}', b'{"foo": []}'):
+        status, _ = _post(url, malformed)
+        assert 400 <= status < 500, malformed
+    assert _post(url, {**_images(portrait), "params": {"task": "nope"}})[0] == 400
+    assert _post(url, {**_images(portrait), "params": {"task": "verify", "far": 1e-3}})[0] == 400
+    status, body = _post(url, {**_images(portrait, portrait), "params": {"task": "verify"}})
+    assert status == 400 and "FAR 0.0001 is not resolved" in body["message"]
+    status, body = _post(url, _images(portrait))  # still up, still right
+    assert status == 200 and body["predictions"][0]["error"] is None
+
+
+# ------------------------------------------------------------------------------ CLI
+
+
+def _cli(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "CI": "true"}
+    return subprocess.run(
+        [sys.executable, "-m", "arcflow.cli", *args],
+        cwd=cwd, env=env, capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+
+
+def test_cli_embed_verify_search_end_to_end(
+    model_dir: Path, photos, tmp_path: Path, logged: str, mlflow_server: str
+) -> None:
+    from arcflow.serve.embeddings_file import read_embeddings
+
+    gallery = tmp_path / "gallery"
+    for identity, name in (("tom", "Tom_Hanks_54745.png"), ("group", "t1.jpg")):
+        (gallery / identity).mkdir(parents=True)
+        (gallery / identity / name).write_bytes(photos[name].read_bytes())
+    (gallery / "tom" / "broken.jpg").write_bytes(b"\xff\xd8 not really")
+    bundle = str(model_dir / "bundle")
+    done = _cli("embed", str(gallery), "--out", str(tmp_path / "emb"), "-m", bundle, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert "7 faces from 2 of 3 images (1 failed)" in done.stdout
+    assert "broken.jpg" in done.stderr
+    stored = read_embeddings(tmp_path / "emb")
+    assert stored.count == 7 and sorted(set(stored.identity)) == ["group", "tom"]
+    probe = str(photos["Tom_Hanks_54745.png"])
+    for source in (str(tmp_path / "emb"), str(gallery)):
+        found = _cli("search", probe, "--gallery", source, "-m", bundle, "-k", "2", cwd=tmp_path)
+        assert found.returncode == 0, found.stderr
+        first = found.stdout.splitlines()[1].split()
+        assert first[:3] == ["1", "tom", "1.0000"], found.stdout
+    same = _cli("verify", probe, probe, "-m", bundle, "--far", "1e-3", cwd=tmp_path)
+    assert same.returncode == 0, same.stderr
+    assert "same person: " in same.stdout and "on tiny" in same.stdout
+    missing = _cli("verify", probe, str(tmp_path / "nope.jpg"), "-m", bundle, cwd=tmp_path)
+    assert missing.returncode == 1 and "nope.jpg: no such file" in missing.stderr
+    assert "Traceback" not in missing.stderr
+    unresolved = _cli("verify", probe, probe, "-m", bundle, "--far", "1e-6", cwd=tmp_path)
+    assert unresolved.returncode == 1 and "not resolved" in unresolved.stderr
+    env_cli = subprocess.run(
+        [sys.executable, "-m", "arcflow.cli", "verify", probe, probe, "-m", "models:/nope@x"],
+        cwd=tmp_path, capture_output=True, text=True, timeout=300,
+        env={**os.environ, "PYTHONPATH": str(ROOT), "MLFLOW_TRACKING_URI": mlflow_server},
+    )  # fmt: skip
+    assert env_cli.returncode == 1 and "models:/nope@x: cannot load the model" in env_cli.stderr
+    assert len(env_cli.stderr.strip().splitlines()) == 2  # error + hint, no traceback
+    by_uri = subprocess.run(
+        [sys.executable, "-m", "arcflow.cli", "verify", probe, probe, "-m", logged, "--far=1e-3"],
+        cwd=tmp_path, capture_output=True, text=True, timeout=300,
+        env={**os.environ, "PYTHONPATH": str(ROOT), "MLFLOW_TRACKING_URI": mlflow_server},
+    )  # fmt: skip
+    assert by_uri.returncode == 0 and same.stdout == by_uri.stdout, by_uri.stderr
