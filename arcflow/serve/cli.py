@@ -216,9 +216,16 @@ def search(
 
 
 def _threshold(pipeline, far: float | None) -> float | None:
-    """The decision threshold at ``far`` (None when the model has no calibration)."""
+    """The decision threshold at ``far``; None when the model has no calibration, or when
+    no FAR was asked for and the model's default one is not resolved (scores only)."""
+    from arcflow.errors import ConfigError
     from arcflow.serve.decision import operating_point
 
     if pipeline.thresholds is None:
         return None
-    return operating_point(pipeline.thresholds, far or pipeline.bundle.default_far)[1].threshold
+    try:
+        return operating_point(pipeline.thresholds, far or pipeline.bundle.default_far)[1].threshold
+    except ConfigError:
+        if far is not None:
+            raise
+        return None

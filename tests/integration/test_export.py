@@ -160,6 +160,8 @@ def test_stage_logs_the_face_model_that_pyfunc_loads_to_evaluates_embeddings(
     got = loaded.predict(pd.DataFrame({"image": crops}), params={"aligned": True})
     np.testing.assert_allclose(np.stack(got["embedding"]), expected, atol=1e-5)
     assert loaded.metadata.signature is not None
-    assert (tmp_path / "models" / "face_model" / "model_card.md").read_text().startswith(
-        "# Model card"
+    assert (
+        (tmp_path / "models" / "face_model" / "model_card.md")
+        .read_text()
+        .startswith("# Model card")
     )
