@@ -263,9 +263,8 @@ def _refuse_foreign(path: Path) -> None:
 def _read_meta(path: Path) -> dict:
     meta_path = path / META
     if not path.is_dir():
-        raise DataFormatError(
-            f"{path}: not an embeddings directory (no such directory)", hint=_HINT
-        )
+        what = "a file" if path.exists() else "missing"
+        raise DataFormatError(f"{path}: not an embeddings directory ({what})", hint=_HINT)
     try:
         with open(meta_path, "rb") as f:
             raw = f.read(MAX_META_BYTES + 1)

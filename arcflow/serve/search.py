@@ -4,8 +4,9 @@ For each chunk of ``chunk_rows`` gallery rows, one float32 matmul scores every p
 it into a reused buffer; only scores above each probe's current k-th best can still enter
 (a tie loses to the earlier row), so those few are merged into a running top-k. A chunk with
 many candidates (the first, or a gallery in ascending order) is first cut to each probe's own
-top-k. Extra memory is O(P x chunk_rows), never O(P x N); ``chunk_rows`` defaults to what
-fits :data:`DEFAULT_BUDGET`. The gallery may be a read-only memory map
+top-k; the first chunk is short (:data:`FIRST_ROWS`) to keep that cut cheap. Extra memory is
+O(P x chunk_rows), never O(P x N); ``chunk_rows`` defaults to what fits ``budget_bytes``
+(:data:`DEFAULT_BUDGET`). The gallery may be a read-only memory map
 (:func:`arcflow.serve.embeddings_file.read_embeddings`).
 
 Order: score descending, then gallery row ascending. With ``labels`` the result is the top-k
@@ -23,6 +24,7 @@ DEFAULT_BUDGET = 64 << 20  # bytes of scratch memory per search
 # scratch bytes per (probe, gallery row) score: the score (4), its partitioned copy on the
 # dense path (4), two boolean masks (2) and the candidate lists (kept under 1/8 of the chunk)
 BYTES_PER_SCORE = 16
+FIRST_ROWS = 4096  # rows of the first chunk, whose candidates are all dense
 _DENSE = 8  # a chunk with more than 1/_DENSE of its scores as candidates is cut per probe first
 
 
@@ -96,13 +98,15 @@ def search(
     chunk_rows = max(1, min(int(chunk_rows), n))
     top = _TopK(p, int(k), n, codes, 0 if names is None else len(names), present)
     buffer = np.empty(p * chunk_rows, np.float32)
-    for start in range(0, n, chunk_rows):
-        block = g[start : start + chunk_rows]
+    start = 0
+    while start < n:  # a short first chunk sets each probe's bar: later chunks stay sparse
+        block = g[start : start + (chunk_rows if start else min(chunk_rows, FIRST_ROWS))]
         if convert:
             block = np.ascontiguousarray(block, dtype=np.float32)
         scores = buffer[: p * len(block)].reshape(p, len(block))
         np.matmul(q, block.T, out=scores)
         top.update(scores, start)
+        start += len(block)
     return top.result(names)
 
 

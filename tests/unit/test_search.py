@@ -8,7 +8,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from arcflow.serve.search import BYTES_PER_SCORE, SearchResult, chunk_rows_for, search
+from arcflow.serve.search import (
+    BYTES_PER_SCORE,
+    FIRST_ROWS,
+    SearchResult,
+    chunk_rows_for,
+    search,
+)
 
 pytestmark = pytest.mark.unit
 
@@ -59,6 +65,15 @@ def test_integer_features_with_many_ties_are_exact(chunk_rows: int, k: int) -> N
     rows, scores = reference(probes, gallery, k)
     np.testing.assert_array_equal(result.indices, rows)
     np.testing.assert_array_equal(result.scores, scores)
+
+
+@pytest.mark.parametrize("by_identity", [False, True])
+def test_short_first_chunk_then_long_ones(by_identity: bool) -> None:
+    rng = np.random.default_rng(9)
+    gallery, probes = unit(rng, FIRST_ROWS + 9000, 16), unit(rng, 5, 16)
+    labels = rng.integers(0, 500, len(gallery)) if by_identity else None
+    result = search(probes, gallery, 8, labels=labels, chunk_rows=FIRST_ROWS + 1000)
+    np.testing.assert_array_equal(result.indices, reference(probes, gallery, 8, labels)[0])
 
 
 def test_all_equal_scores_keep_the_lowest_rows() -> None:
