@@ -132,7 +132,7 @@ def test_one_mlflow_run_holds_all_stages_with_artifacts_in_s3(
     pages = s3.get_paginator("list_objects_v2").paginate(Bucket=BUCKETS["mlflow"])
     stored = [obj["Key"] for page in pages for obj in page.get("Contents", [])]
     assert any(run_id in k and k.endswith("plots/roc.png") for k in stored)
-    assert any(model_id in k and k.endswith("model.onnx") for k in stored)
+    assert any(model_id in k and k.endswith("bundle/backbone.onnx") for k in stored)
 
 
 def test_the_exported_model_becomes_the_first_champion(pipeline: Path) -> None:
@@ -148,7 +148,15 @@ def test_the_exported_model_becomes_the_first_champion(pipeline: Path) -> None:
     promoted = _run([sys.executable, "-m", "arcflow.cli", "promote"], pipeline)
     assert "**Decision: promoted.**" in promoted.stdout
     name = _params(pipeline)["registry"]["model_name"]
-    assert str(client.get_model_version_by_alias(name, "champion").version) == "1"
+    version = client.get_model_version_by_alias(name, "champion")
+    assert str(version.version) == "1"
+    # the model card is the version's description; its numbers are the run's metrics
+    assert version.description.startswith("# Model card")
+    lfw = client.get_run(logged.source_run_id).data.metrics["eval.lfw.accuracy"]
+    assert f"| LFW | accuracy | {lfw:.6g} |" in version.description
+    assert version.tags["thresholds.set"] == "ijbc"
+    assert int(version.tags["thresholds.n_impostor"]) >= 10_000  # resolves the default 1e-4
+    assert -1.0 <= float(version.tags["thresholds.far_1e-4"]) <= 1.0
     again = _run([sys.executable, "-m", "arcflow.cli", "promote"], pipeline, expect=3)
     assert "champion already" in again.stdout
 
