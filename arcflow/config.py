@@ -113,7 +113,7 @@ class AlignParams(Section):
     """Face alignment to the 112x112 ArcFace template."""
 
     source: Annotated[str, Field(pattern=r"^[A-Za-z0-9_.-]+$")] = "synthface"
-    detector: Literal["annotations", "mtcnn", "retinaface", "retinaface_mnet"] = "annotations"
+    detector: Literal["annotations", "mtcnn", "retinaface", "retinaface_mnet"] = "retinaface_mnet"
     retinaface_weights: str | None = None
     retinaface_size: Annotated[int, Field(ge=32)] = 640
     min_score: Probability = 0.9

@@ -28,6 +28,23 @@ def trained_model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--run", type=Path, required=True, help="mlflow_run.json from train")
 
 
+def calibration_args(p: argparse.ArgumentParser) -> None:
+    """``--thresholds`` and ``--eval-details``: what evaluate writes for the face model, and
+    export packs into it (with the model card)."""
+    p.add_argument(
+        "--thresholds",
+        type=Path,
+        default=Path("metrics/thresholds.json"),
+        help="decision thresholds calibrated on the largest verification protocol",
+    )
+    p.add_argument(
+        "--eval-details",
+        type=Path,
+        default=Path("metrics/eval_details.json"),
+        help="each benchmark's counts (set sizes) and reference values, for the model card",
+    )
+
+
 def params(args: argparse.Namespace, *sections: str) -> Params:
     """Load and validate the sections this stage reads."""
     return load_params(args.params, sections)

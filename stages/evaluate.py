@@ -35,7 +35,7 @@ from arcflow.evaluate.suite import BY_NAME, embed_all, run_suite, select
 from arcflow.evaluate.thresholds import FORMAT_VERSION, Thresholds, calibrate_results
 from arcflow.tracking.run import resume_run
 from arcflow.train import distributed
-from stages.common import log, params, parser, run
+from stages.common import calibration_args, log, params, parser, run
 
 
 def main() -> None:
@@ -50,18 +50,7 @@ def main() -> None:
     p.add_argument("--metrics", type=Path, default=Path("metrics/eval.json"))
     p.add_argument("--plots", type=Path, default=Path("plots/roc"), help="ROC csv + png per set")
     p.add_argument("--report", type=Path, default=Path("reports/evaluation.md"))
-    p.add_argument(
-        "--thresholds",
-        type=Path,
-        default=Path("metrics/thresholds.json"),
-        help="decision thresholds calibrated on the largest verification protocol",
-    )
-    p.add_argument(
-        "--details",
-        type=Path,
-        default=Path("metrics/eval_details.json"),
-        help="each benchmark's counts (set sizes) and reference values, for the model card",
-    )
+    calibration_args(p)
     args = p.parse_args()
     cfg = params(args, "evaluate", "tracking")
     if not args.data.is_dir():
@@ -166,7 +155,7 @@ def write_outputs(
     with atomic_file(args.report) as tmp:
         tmp.write_text(report, encoding="utf-8")
     write_json(args.thresholds, thresholds)
-    write_json(args.details, details_document(results))
+    write_json(args.eval_details, details_document(results))
     write_json(args.metrics, metrics_document(results))
 
 

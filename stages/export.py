@@ -34,7 +34,7 @@ from arcflow.serve.package import CARD, write_bundle
 from arcflow.serve.pyfunc import log_face_model
 from arcflow.tracking.provenance import data_version, data_versions, git_commit, params_hash
 from arcflow.tracking.run import resume_run
-from stages.common import log, params, parser, run, trained_model_args
+from stages.common import calibration_args, log, params, parser, run, trained_model_args
 
 HASHED_SECTIONS = ("data", "align", "train", "evaluate", "export")  # what made model + metrics
 
@@ -140,18 +140,7 @@ def main() -> None:
         help="benchmark metrics (evaluate stage), recorded on the logged model for promotion",
     )
     p.add_argument("--dvc-lock", type=Path, default=Path("dvc.lock"), help="data versions")
-    p.add_argument(
-        "--thresholds",
-        type=Path,
-        default=Path("metrics/thresholds.json"),
-        help="decision thresholds calibrated by evaluate (packed with the face service)",
-    )
-    p.add_argument(
-        "--eval-details",
-        type=Path,
-        default=Path("metrics/eval_details.json"),
-        help="benchmark set sizes (evaluate), for the model card",
-    )
+    calibration_args(p)
     p.add_argument(
         "--bundle", type=Path, default=Path("models/face_model"), help="face service folder"
     )

@@ -59,7 +59,7 @@ def find_jobs(raw: Path, cfg: AlignParams) -> list[AlignJob]:
         raise ConfigError(
             f"{raw}: {', '.join(unannotated)} come without landmark annotations, "
             "so faces must be detected",
-            hint="set align.detector to mtcnn (offline), retinaface_mnet or retinaface",
+            hint="set align.detector to retinaface_mnet (the default), mtcnn or retinaface",
         )
     weights = cfg.retinaface_weights
     uses_weights = cfg.detector in ("retinaface", "retinaface_mnet")

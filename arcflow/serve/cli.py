@@ -8,6 +8,7 @@ folder (``models/face_model``, a downloaded MLflow model). The tracking server i
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated
 
@@ -71,8 +72,22 @@ def image_files(inputs: list[Path]) -> list[tuple[Path, str]]:
     return found
 
 
-def embed_files(pipeline, files: list[tuple[Path, str]], *, aligned: bool, desc: str):
-    """(embeddings, image names, face indices, identities, boxes, scores, failures)."""
+@dataclass(frozen=True)
+class EmbeddedFaces:
+    """Every face found in a list of files, row by row."""
+
+    embeddings: np.ndarray  # (N, D) float32 unit rows
+    image: list[str]
+    face: list[int]
+    identity: list[str]  # "" for an image outside an <identity>/ folder
+    box: np.ndarray  # (N, 4)
+    score: np.ndarray  # (N,)
+
+
+def embed_files(
+    pipeline, files: list[tuple[Path, str]], *, aligned: bool, desc: str
+) -> tuple[EmbeddedFaces | None, list[tuple[str, str]]]:
+    """The faces of ``files`` (None when there are none) and ``(path, message)`` failures."""
     rows: list = []
     failures: list[tuple[str, str]] = []
     step = max(1, min(32, pipeline.bundle.limits.max_images))
@@ -89,14 +104,15 @@ def embed_files(pipeline, files: list[tuple[Path, str]], *, aligned: bool, desc:
     if not rows:
         return None, failures
     emb, names, faces, identities, boxes, scores = zip(*rows, strict=True)
-    return (
+    found = EmbeddedFaces(
         np.stack(emb),
         list(names),
         list(faces),
         list(identities),
         np.stack(boxes),
         np.array(scores, np.float32),
-    ), failures
+    )
+    return found, failures
 
 
 def _report_failures(failures: list[tuple[str, str]]) -> None:
@@ -120,12 +136,18 @@ def embed(
     if found is None:
         typer.echo("error: no face found in any image", err=True)
         raise typer.Exit(1)
-    emb, names, faces, identities, boxes, scores = found
     write_embeddings(
-        out, emb, image=names, face=faces, identity=identities, box=boxes, score=scores, model=model
+        out,
+        found.embeddings,
+        image=found.image,
+        face=found.face,
+        identity=found.identity,
+        box=found.box,
+        score=found.score,
+        model=model,
     )
     typer.echo(
-        f"{out}: {len(emb)} faces from {len(files) - len(failures)} of {len(files)} images "
+        f"{out}: {len(found.image)} faces from {len(files) - len(failures)} of {len(files)} images "
         f"({len(failures)} failed)"
     )
 
@@ -175,6 +197,7 @@ def search(
     """Who in the gallery is this? The top-k identities by their best face's score."""
     from arcflow.serve.embeddings_file import META, read_embeddings
     from arcflow.serve.search import search as search_gallery
+    from arcflow.serve.search import search_labels
 
     pipeline = _load(model)
     if not probe.is_file():
@@ -183,7 +206,8 @@ def search(
         raise ConfigError(f"{probe}: no such file", hint="check the path")
     if (gallery / META).is_file():
         stored = read_embeddings(gallery)
-        matrix, labels = stored.embeddings, stored.identity
+        matrix, images = stored.embeddings, stored.image
+        index, names = stored.identity_index, stored.identity_names
     else:
         found, failures = embed_files(
             pipeline, image_files([gallery]), aligned=aligned, desc="gallery"
@@ -192,7 +216,9 @@ def search(
         if found is None:
             typer.echo(f"error: no face in the gallery {gallery}", err=True)
             raise typer.Exit(1)
-        matrix, labels = found[0], np.array(found[3])
+        matrix, images = found.embeddings, np.array(found.image)
+        names, index = np.unique(np.array(found.identity), return_inverse=True)
+    labels, named = search_labels(index, names)
     result = pipeline.analyze([probe], aligned=aligned)
     face = pipeline.subject(result, 0)
     if face is None:
@@ -207,12 +233,13 @@ def search(
         raise typer.Exit(1)
     found_k = search_gallery(face.embedding[None, :], matrix, top_k, labels=labels)
     threshold = _threshold(pipeline, far)
-    typer.echo(f"{'rank':<5} {'identity':<30} {'score':>7}  same person")
-    for rank, (identity, score) in enumerate(
-        zip(found_k.identities[0], found_k.scores[0], strict=True), start=1
+    typer.echo(f"{'rank':<5} {'identity':<30} {'score':>7}  same person  best face")
+    for rank, (label, row, score) in enumerate(
+        zip(found_k.identities[0], found_k.indices[0], found_k.scores[0], strict=True), start=1
     ):
+        identity = str(names[label]) if label < named else "(no identity)"
         same = "" if threshold is None else ("yes" if score > threshold else "no")
-        typer.echo(f"{rank:<5} {str(identity) or '(none)':<30} {score:>7.4f}  {same}")
+        typer.echo(f"{rank:<5} {identity:<30} {score:>7.4f}  {same:<11}  {images[row]}")
 
 
 def _threshold(pipeline, far: float | None) -> float | None:

@@ -158,17 +158,38 @@ def _code_copy() -> Iterator[Path]:
         yield target
 
 
+@contextmanager
+def _named_bundle(bundle_dir: Path) -> Iterator[Path]:
+    """``bundle_dir`` under the name ``bundle``: MLflow stores a directory artifact under its
+    own base name, and readers (``registry.store.bundle_file``) look for ``artifacts/bundle``.
+    Files are hard-linked where the file system allows it, else copied."""
+    if bundle_dir.name == BUNDLE_ARTIFACT:
+        yield bundle_dir
+        return
+    with tempfile.TemporaryDirectory(prefix="arcflow-bundle-") as tmp:
+        target = Path(tmp) / BUNDLE_ARTIFACT
+
+        def link_or_copy(src: str, dst: str) -> None:
+            try:
+                os.link(src, dst)
+            except OSError:
+                shutil.copy2(src, dst)
+
+        shutil.copytree(bundle_dir, target, copy_function=link_or_copy)
+        yield target
+
+
 def log_face_model(bundle_dir: Path, bundle: Bundle, *, name: str, **kwargs: Any) -> Any:
     """``mlflow.pyfunc.log_model`` of the face pipeline in ``bundle_dir`` (active run).
 
     ``kwargs`` go to ``log_model`` (params, tags, metadata, registered_model_name…).
     """
     requirements = [*REQUIREMENTS, *DETECTOR_REQUIREMENTS[bundle.detector], _mlflow_pin()]
-    with _code_copy() as code:
+    with _code_copy() as code, _named_bundle(Path(bundle_dir)) as staged:
         return mlflow.pyfunc.log_model(
             name=name,
             python_model=FaceModel(),
-            artifacts={BUNDLE_ARTIFACT: str(bundle_dir)},
+            artifacts={BUNDLE_ARTIFACT: str(staged)},
             code_paths=[str(code)],
             signature=signature(bundle),
             pip_requirements=requirements,

@@ -220,3 +220,16 @@ class _TopK:
         if names is None:
             return SearchResult(rows, scores)
         return SearchResult(rows, scores, names[self.ids[:, keep]])
+
+
+def search_labels(identity_index: np.ndarray, identity_names: np.ndarray) -> tuple[np.ndarray, int]:
+    """Per-row search labels: the identity's index, and a label of its own (``K + row``) for
+    each row without an identity, so that unnamed faces are ranked one by one instead of as a
+    single "no identity" group. Also returns ``K``, the first per-row label."""
+    k = len(identity_names)
+    labels = identity_index.astype(np.int64)
+    unnamed = np.flatnonzero(identity_names == "")
+    if len(unnamed):
+        rows = np.flatnonzero(np.isin(identity_index, unnamed))
+        labels[rows] = k + rows
+    return labels, k

@@ -17,6 +17,8 @@ import yaml
 
 from arcflow.config import BENCHMARK_NAMES
 from infra.local.stack import BUCKETS, Stack
+from tests.photos import insightface_photos
+from tests.serving import images_body, post, scoring_server
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
@@ -159,6 +161,37 @@ def test_the_exported_model_becomes_the_first_champion(pipeline: Path) -> None:
     assert -1.0 <= float(version.tags["thresholds.far_1e-4"]) <= 1.0
     again = _run([sys.executable, "-m", "arcflow.cli", "promote"], pipeline, expect=3)
     assert "champion already" in again.stdout
+
+
+def test_the_champion_serves_photos_over_rest(pipeline: Path, tmp_path: Path) -> None:
+    """`mlflow models serve -m models:/<name>@champion` of the pipeline's own registered model
+    (artifacts proxied from the stack's S3): insightface's group photo gives its 6 faces and
+    the portrait 1, with the embeddings of the in-process pipeline."""
+    import mlflow
+    import numpy as np
+
+    from arcflow.serve.loading import load_pipeline
+
+    name = _params(pipeline)["registry"]["model_name"]
+    uri = f"models:/{name}@champion"
+    photos = insightface_photos()
+    group, portrait = photos["t1.jpg"].read_bytes(), photos["Tom_Hanks_54745.png"].read_bytes()
+    with scoring_server(uri, dict(SERVICES), tmp_path / "serve.log") as (url, _):
+        status, body = post(url, images_body(group, portrait))
+    assert status == 200, body
+    rows = body["predictions"]
+    assert [r["image"] for r in rows] == [0] * 6 + [1]
+    previous = mlflow.get_tracking_uri()
+    mlflow.set_tracking_uri(SERVICES["MLFLOW_TRACKING_URI"])
+    try:
+        local = load_pipeline(uri, cache=tmp_path / "model").analyze([group, portrait])
+    finally:
+        mlflow.set_tracking_uri(previous)
+    np.testing.assert_allclose(
+        np.array([r["embedding"] for r in rows]),
+        np.stack([f.embedding for f in local.faces]),
+        atol=1e-5,
+    )
 
 
 def test_second_repro_reruns_nothing(pipeline: Path) -> None:

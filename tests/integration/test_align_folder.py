@@ -123,7 +123,7 @@ def test_stage_aligns_a_folder_with_the_offline_detector(
     params = _params(repo_root, tmp_path, detector="annotations")
     proc = run_stage("align", "--params", params, "--raw", folder, "--out", tmp_path / "x")
     assert proc.returncode == 1 and "Traceback" not in proc.stderr
-    assert "set align.detector to mtcnn" in proc.stderr
+    assert "set align.detector to retinaface_mnet" in proc.stderr
 
 
 def _ytf_without_annotations(root: Path) -> Path:

@@ -3,15 +3,10 @@ serve` over HTTP with hostile inputs, and the `arcflow embed / verify / search` 
 
 from __future__ import annotations
 
-import base64
 import json
 import os
-import socket
 import subprocess
 import sys
-import time
-import urllib.error
-import urllib.request
 import zlib
 from collections.abc import Iterator
 from pathlib import Path
@@ -32,6 +27,7 @@ from arcflow.serve.bundle import CONFIG_NAME, read_bundle
 from arcflow.serve.package import write_bundle
 from arcflow.serve.pipeline import load_bundle
 from tests.photos import insightface_photos
+from tests.serving import images_body, post, scoring_server
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -81,7 +77,7 @@ def model_dir(tmp_path_factory: pytest.TempPathFactory, tiny_aligned: Path) -> P
         *_all_pairs(features, crops.labels), set_name="tiny", level="image", fars=(1e-3,)
     )
     write_bundle(
-        work / "bundle",
+        work / "face_model",  # the name export gives it, not the artifact key
         backbone=work / "m.onnx",
         backbone_fp16=work / "m16.onnx",
         embedding_size=32,
@@ -123,7 +119,7 @@ def _all_pairs(emb: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndar
 
 @pytest.fixture(scope="module")
 def pipeline(model_dir: Path):
-    return load_bundle(model_dir / "bundle")
+    return load_bundle(model_dir / "face_model")
 
 
 @pytest.fixture(scope="module")
@@ -179,9 +175,49 @@ def test_real_photos_give_their_faces_and_bad_items_their_errors(pipeline, photo
     assert pipeline.analyze([blank]).errors[0].reason == "no_face"
 
 
+_WITHOUT_TORCH = """
+import importlib.abc, json, sys
+from pathlib import Path
+
+class Refuse(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path, target=None):
+        if name.split(".")[0] in {"torch", "torchvision", "facenet_pytorch", "pydantic"}:
+            raise ImportError(f"{name} is not installed here")
+
+sys.meta_path.insert(0, Refuse())
+from arcflow.serve.pipeline import load_bundle
+
+result = load_bundle(sys.argv[1]).analyze([Path(p) for p in sys.argv[2:]])
+third = {m.split(".")[0] for m in sys.modules} - set(sys.stdlib_module_names)
+print(json.dumps({"emb": [f.embedding.tolist() for f in result.faces],
+                  "images": [f.image for f in result.faces],
+                  "modules": sorted(m for m in third if not m.startswith("_"))}))
+"""
+
+
+def test_the_default_pipeline_needs_no_torch(model_dir: Path, pipeline, photos) -> None:
+    """What the served model's pip requirements promise: with torch, torchvision and pydantic
+    unimportable, the retinaface_mnet pipeline gives the same faces and embeddings."""
+    from arcflow.serve.pyfunc import REQUIREMENTS
+
+    paths = [str(photos["t1.jpg"]), str(photos["Tom_Hanks_54745.png"])]
+    done = subprocess.run(
+        [sys.executable, "-c", _WITHOUT_TORCH, str(model_dir / "face_model"), *paths],
+        capture_output=True, text=True, timeout=300, env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    out = json.loads(done.stdout)
+    assert out["images"] == [0] * 6 + [1]
+    local = pipeline.analyze([Path(p) for p in paths])
+    np.testing.assert_allclose(out["emb"], [f.embedding for f in local.faces], atol=1e-6)
+    imports = {"cv2": "opencv-python-headless", "numpy": "numpy", "onnxruntime": "onnxruntime"}
+    assert set(out["modules"]) - {"arcflow"} <= set(imports), out["modules"]
+    assert {imports[m] for m in out["modules"] if m in imports} <= set(REQUIREMENTS)
+
+
 def test_fp16_variant_is_selectable_and_close(model_dir: Path, photos) -> None:
-    fp32 = load_bundle(model_dir / "bundle")
-    fp16 = load_bundle(model_dir / "bundle", precision="fp16")
+    fp32 = load_bundle(model_dir / "face_model")
+    fp16 = load_bundle(model_dir / "face_model", precision="fp16")
     image = photos["Tom_Hanks_54745.png"]
     a, b = fp32.analyze([image]).faces[0], fp16.analyze([image]).faces[0]
     assert 0.999 < float(a.embedding @ b.embedding) < 1.0
@@ -201,7 +237,7 @@ def test_a_tampered_bundle_is_refused_with_the_field_named(model_dir: Path, tmp_
     import shutil
 
     bundle = tmp_path / "b"
-    shutil.copytree(model_dir / "bundle", bundle)
+    shutil.copytree(model_dir / "face_model", bundle)
     config = json.loads((bundle / CONFIG_NAME).read_text())
     for key, value, message in (
         ("backbone", "../m.onnx", "backbone: expected a file name inside the bundle"),
@@ -229,69 +265,18 @@ def logged(model_dir: Path, mlflow_server: str) -> Iterator[str]:
 
     mlflow.set_tracking_uri(mlflow_server)
     mlflow.set_experiment("face-service-tests")
-    bundle = read_bundle(model_dir / "bundle")
+    bundle = read_bundle(model_dir / "face_model")
     with mlflow.start_run():
-        info = log_face_model(model_dir / "bundle", bundle, name="arcface")
+        info = log_face_model(model_dir / "face_model", bundle, name="arcface")
     yield info.model_uri
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @pytest.fixture(scope="module")
 def server(logged: str, mlflow_server: str, tmp_path_factory) -> Iterator[tuple[str, int]]:
     """`mlflow models serve` of the logged face model on a free loopback port."""
-    port = _free_port()
     log = tmp_path_factory.mktemp("serve") / "serve.log"
-    env = {**os.environ, "MLFLOW_TRACKING_URI": mlflow_server, "PYTHONPATH": str(ROOT)}
-    venv_bin = str(Path(sys.executable).parent)
-    env["PATH"] = f"{venv_bin}{os.pathsep}{env['PATH']}"
-    with open(log, "wb") as out:
-        proc = subprocess.Popen(
-            [
-                sys.executable, "-m", "mlflow", "models", "serve", "-m", logged,
-                "--env-manager", "local", "-h", "127.0.0.1", "-p", str(port), "-w", "1",
-            ],
-            env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
-        )  # fmt: skip
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 180
-        while time.monotonic() < deadline:
-            if proc.poll() is not None:
-                pytest.fail(f"mlflow models serve exited:\n{log.read_text()[-3000:]}")
-            try:
-                with urllib.request.urlopen(f"{url}/ping", timeout=2) as r:
-                    if r.status == 200:
-                        break
-            except OSError:
-                time.sleep(0.5)
-        else:
-            pytest.fail(f"mlflow models serve did not start:\n{log.read_text()[-3000:]}")
-        yield url, proc.pid
-    finally:
-        os.killpg(proc.pid, 15)
-        proc.wait(timeout=30)
-
-
-def _post(url: str, body: bytes | dict) -> tuple[int, dict]:
-    data = body if isinstance(body, bytes) else json.dumps(body).encode()
-    request = urllib.request.Request(
-        f"{url}/invocations", data=data, headers={"Content-Type": "application/json"}
-    )
-    try:
-        with urllib.request.urlopen(request, timeout=120) as response:
-            return response.status, json.loads(response.read())
-    except urllib.error.HTTPError as exc:
-        return exc.code, json.loads(exc.read() or b"{}")
-
-
-def _images(*items: bytes) -> dict:
-    encoded = [base64.b64encode(item).decode() for item in items]
-    return {"dataframe_split": {"columns": ["image"], "data": [[e] for e in encoded]}}
+    with scoring_server(logged, {"MLFLOW_TRACKING_URI": mlflow_server}, log) as served:
+        yield served
 
 
 def _rss_mb(pid: int) -> float:
@@ -309,7 +294,7 @@ def test_rest_serves_the_photos_like_the_in_process_pyfunc(server, logged: str, 
 
     url, _ = server
     group, portrait = photos["t1.jpg"].read_bytes(), photos["Tom_Hanks_54745.png"].read_bytes()
-    status, body = _post(url, _images(group, portrait))
+    status, body = post(url, images_body(group, portrait))
     assert status == 200, body
     rows = body["predictions"]
     assert [r["image"] for r in rows].count(0) == 6 and [r["image"] for r in rows].count(1) == 1
@@ -318,7 +303,7 @@ def test_rest_serves_the_photos_like_the_in_process_pyfunc(server, logged: str, 
         np.array([r["embedding"] for r in rows]), np.stack(local["embedding"]), atol=1e-5
     )
     verify = {"task": "verify", "far": 1e-3}
-    status, body = _post(url, {**_images(portrait, portrait), "params": verify})
+    status, body = post(url, {**images_body(portrait, portrait), "params": verify})
     decision = body["predictions"][0]
     assert status == 200 and decision["score"] == pytest.approx(1.0, abs=1e-5)
     assert decision["same_person"] is (decision["score"] > decision["threshold"])
@@ -332,7 +317,7 @@ def test_rest_survives_hostile_input_with_per_item_errors(server, photos) -> Non
     blank = cv2.imencode(".png", np.full((480, 640, 3), 127, np.uint8))[1].tobytes()
     bad = [b"not an image at all", b"", jpeg[: len(jpeg) // 2], _bomb(), _png(20000, 20000), blank]
     before = _rss_mb(pid)
-    status, body = _post(url, _images(*bad, portrait))
+    status, body = post(url, images_body(*bad, portrait))
     assert status == 200, body
     rows = {r["image"]: r for r in body["predictions"]}
     assert [rows[i]["reason"] for i in range(len(bad))] == [
@@ -341,13 +326,13 @@ def test_rest_survives_hostile_input_with_per_item_errors(server, photos) -> Non
     assert rows[len(bad)]["error"] is None and len(rows[len(bad)]["embedding"]) == 32
     assert _rss_mb(pid) - before < 300  # nothing was decoded past the pixel limit
     for malformed in (b"{not json", b'{"dataframe_split": 3}', b'{"foo": []}'):
-        status, _ = _post(url, malformed)
+        status, _ = post(url, malformed)
         assert 400 <= status < 500, malformed
-    assert _post(url, {**_images(portrait), "params": {"task": "nope"}})[0] == 400
-    assert _post(url, {**_images(portrait), "params": {"task": "verify", "far": 1e-3}})[0] == 400
-    status, body = _post(url, {**_images(portrait, portrait), "params": {"task": "verify"}})
+    assert post(url, {**images_body(portrait), "params": {"task": "nope"}})[0] == 400
+    assert post(url, {**images_body(portrait), "params": {"task": "verify", "far": 1e-3}})[0] == 400
+    status, body = post(url, {**images_body(portrait, portrait), "params": {"task": "verify"}})
     assert status == 400 and "FAR 0.0001 is not resolved" in body["message"]
-    status, body = _post(url, _images(portrait))  # still up, still right
+    status, body = post(url, images_body(portrait))  # still up, still right
     assert status == 200 and body["predictions"][0]["error"] is None
 
 
@@ -372,19 +357,23 @@ def test_cli_embed_verify_search_end_to_end(
         (gallery / identity).mkdir(parents=True)
         (gallery / identity / name).write_bytes(photos[name].read_bytes())
     (gallery / "tom" / "broken.jpg").write_bytes(b"\xff\xd8 not really")
-    bundle = str(model_dir / "bundle")
+    (gallery / "loose.png").write_bytes(photos["Tom_Hanks_54745.png"].read_bytes())  # no identity
+    bundle = str(model_dir / "face_model")
     done = _cli("embed", str(gallery), "--out", str(tmp_path / "emb"), "-m", bundle, cwd=tmp_path)
     assert done.returncode == 0, done.stderr
-    assert "7 faces from 2 of 3 images (1 failed)" in done.stdout
+    assert "8 faces from 3 of 4 images (1 failed)" in done.stdout
     assert "broken.jpg" in done.stderr
     stored = read_embeddings(tmp_path / "emb")
-    assert stored.count == 7 and sorted(set(stored.identity)) == ["group", "tom"]
+    assert stored.count == 8 and sorted(set(stored.identity)) == ["", "group", "tom"]
     probe = str(photos["Tom_Hanks_54745.png"])
     for source in (str(tmp_path / "emb"), str(gallery)):
-        found = _cli("search", probe, "--gallery", source, "-m", bundle, "-k", "2", cwd=tmp_path)
+        found = _cli("search", probe, "--gallery", source, "-m", bundle, "-k", "3", cwd=tmp_path)
         assert found.returncode == 0, found.stderr
-        first = found.stdout.splitlines()[1].split()
-        assert first[:3] == ["1", "tom", "1.0000"], found.stdout
+        rows = found.stdout.splitlines()[1:]
+        # the portrait is in tom/ and loose at the top (no identity: ranked as its own face)
+        assert sorted(r.split()[1] for r in rows[:2]) == ["(no", "tom"], found.stdout
+        assert all("1.0000" in r for r in rows[:2]) and "loose.png" in found.stdout
+        assert rows[2].split()[1] == "group", found.stdout
     same = _cli("verify", probe, probe, "-m", bundle, "--far", "1e-3", cwd=tmp_path)
     assert same.returncode == 0, same.stderr
     assert "same person: " in same.stdout and "on tiny" in same.stdout

@@ -33,9 +33,10 @@ SERVICES = {
     "prefect-server",
     "worker",
     "trainer",
+    "face-api",
 }
 ONE_SHOT = {"create-buckets"}
-PUBLISHED = {"objectstore", "mlflow", "prefect-server"}
+PUBLISHED = {"objectstore", "mlflow", "prefect-server", "face-api"}
 BUCKET_DEFAULTS = {
     "S3_BUCKET_DATA": "arcflow-data",
     "S3_BUCKET_DVC": "arcflow-dvc",
@@ -144,6 +145,7 @@ def test_healthchecks_probe_the_documented_endpoints() -> None:
         "prefect-server": "http://127.0.0.1:4200/api/health",
         "worker": "http://127.0.0.1:8080/health",
         "trainer": "http://127.0.0.1:8080/health",
+        "face-api": "http://127.0.0.1:8080/ping",
     }
     for name, probe in probes.items():
         assert probe in " ".join(services()[name]["healthcheck"]["test"]), name
@@ -158,6 +160,7 @@ def test_depends_on_waits_for_health_and_for_the_bucket_job() -> None:
         "prefect-server": {"postgres"},
         "worker": {"prefect-server", "mlflow", "create-buckets"},
         "trainer": {"prefect-server", "mlflow", "create-buckets"},
+        "face-api": {"mlflow"},
     }
     for name, svc in services().items():
         depends = svc.get("depends_on", {})
@@ -396,6 +399,27 @@ def test_mlflow_image_installs_postgres_and_s3_drivers() -> None:
     assert re.findall(r"^USER (\S+)", text, flags=re.M) == ["mlflow"]
 
 
+def test_face_api_serves_the_champion_from_an_image_without_torch() -> None:
+    env = filled_env()
+    svc = services()["face-api"]
+    assert environment("face-api")["MLFLOW_TRACKING_URI"] == "http://mlflow:5000"
+    assert resolve(environment("face-api")["FACE_MODEL_URI"], env) == "models:/arcface@champion"
+    build = svc["build"]
+    text = (INFRA / build["context"] / build["dockerfile"]).read_text()
+    assert re.search(r"^FROM python:3\.11\.\d+-slim", text, flags=re.M)
+    assert '"mlflow==${MLFLOW_VERSION}"' in text
+    assert dockerfile_args(text)["MLFLOW_VERSION"] == env["MLFLOW_VERSION"]
+    installed = set(re.findall(r'"([a-z0-9-]+)==[\d.]+"', text))
+    # what the face model's pyfunc needs with the default detector (arcflow.serve.pyfunc)
+    from arcflow.serve.pyfunc import DETECTOR_REQUIREMENTS, REQUIREMENTS
+
+    assert {*REQUIREMENTS, *DETECTOR_REQUIREMENTS["retinaface_mnet"]} <= installed
+    assert not {name for name in installed if name.startswith("torch")}
+    assert (INFRA / "face-api" / "entrypoint.sh").is_file()
+    assert "face-api/entrypoint.sh" in text
+    assert re.findall(r"^USER (\S+)", text, flags=re.M) == ["faceapi"]
+
+
 # --- scripts ------------------------------------------------------------------------------
 
 
@@ -579,3 +603,31 @@ def test_init_databases_stops_when_a_variable_is_missing(tmp_path: Path) -> None
     assert result.returncode != 0
     assert "MLFLOW_DB_NAME" in result.stderr
     assert not (tmp_path / "called").exists()
+
+
+def test_face_api_entrypoint_waits_for_the_model_then_serves_it(tmp_path: Path) -> None:
+    """The registry has no champion for the first two checks: the script waits, then execs
+    `mlflow models serve` of the model on 0.0.0.0:8080."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    count = tmp_path / "checks"
+    fake_command(
+        bin_dir,
+        "python",
+        f'cat > /dev/null\necho x >> "{count}"\n[ "$(wc -l < "{count}")" -ge 3 ] || exit 1\n',
+    )
+    fake_command(bin_dir, "sleep", "exit 0\n")
+    fake_command(bin_dir, "mlflow", f'printf "%s\\n" "$@" > "{tmp_path}/args"\n')
+    result = run_script(
+        "sh",
+        INFRA / "face-api" / "entrypoint.sh",
+        bin_dir,
+        {"FACE_MODEL_URI": "models:/faces@champion", "FACE_API_WORKERS": "3"},
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stderr.count("waiting 30s for models:/faces@champion") == 2
+    assert "serving models:/faces@champion" in result.stderr
+    args = (tmp_path / "args").read_text().split()
+    assert args[:4] == ["models", "serve", "-m", "models:/faces@champion"]
+    assert {"--env-manager", "local", "0.0.0.0", "8080"} <= set(args)
+    assert args[args.index("-w") + 1] == "3"

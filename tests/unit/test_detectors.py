@@ -25,14 +25,8 @@ from arcflow.align.detectors import (
     check_images,
     get_detector,
 )
-from arcflow.align.detectors.retinaface import (
-    RetinaFaceDetector,
-    build_network,
-    decode_boxes,
-    decode_landmarks,
-    load_state_dict,
-    prior_boxes,
-)
+from arcflow.align.detectors.priors import decode_boxes, decode_landmarks, nms, prior_boxes
+from arcflow.align.detectors.retinaface import RetinaFaceDetector, build_network, load_state_dict
 from arcflow.errors import ConfigError, DataFormatError
 
 pytestmark = pytest.mark.unit
@@ -140,18 +134,18 @@ def test_prior_boxes_hand_computed_non_square() -> None:
 
 
 def test_decode_boxes_hand_computed() -> None:
-    priors = torch.tensor([[0.5, 0.5, 0.2, 0.4]])
-    loc = torch.tensor([[1.0, -2.0, float(np.log(2.0)) / 0.2, 0.0]])
+    priors = np.array([[0.5, 0.5, 0.2, 0.4]], np.float32)
+    loc = np.array([[1.0, -2.0, float(np.log(2.0)) / 0.2, 0.0]], np.float32)
     # centre: 0.5 + 1*0.1*0.2 = 0.52, 0.5 - 2*0.1*0.4 = 0.42; size: 0.2*2 = 0.4, 0.4*1 = 0.4
     np.testing.assert_allclose(decode_boxes(loc, priors), [[0.32, 0.22, 0.72, 0.62]], atol=1e-6)
     # batched: a leading batch dimension decodes each item against the same priors
-    batched = decode_boxes(torch.stack([loc, torch.zeros(1, 4)]), priors)
+    batched = decode_boxes(np.stack([loc, np.zeros((1, 4), np.float32)]), priors)
     np.testing.assert_allclose(batched[1], [[0.4, 0.3, 0.6, 0.7]], atol=1e-6)
 
 
 def test_decode_landmarks_hand_computed() -> None:
-    priors = torch.tensor([[0.5, 0.5, 0.2, 0.4]])
-    pre = torch.tensor([[k * s for k in range(5) for s in (1.0, -1.0)]])
+    priors = np.array([[0.5, 0.5, 0.2, 0.4]], np.float32)
+    pre = np.array([[k * s for k in range(5) for s in (1.0, -1.0)]], np.float32)
     points = decode_landmarks(pre, priors)
     expected = [[0.5 + k * 0.1 * 0.2, 0.5 - k * 0.1 * 0.4] for k in range(5)]
     assert points.shape == (1, 5, 2)
@@ -170,14 +164,41 @@ def test_decoding_matches_retinaface_pytorch() -> None:
         clip=False,
         image_size=(height, width),
     )
-    torch.testing.assert_close(ours, theirs)
+    assert ours.dtype == np.float32
+    np.testing.assert_allclose(ours, theirs.numpy(), rtol=1.3e-6, atol=1e-5)
     gen = torch.Generator().manual_seed(0)
     loc = torch.randn(len(ours), 4, generator=gen)
     land = torch.randn(len(ours), 10, generator=gen)
-    torch.testing.assert_close(decode_boxes(loc, ours), decode(loc, theirs, [0.1, 0.2]))
-    torch.testing.assert_close(
-        decode_landmarks(land, ours).reshape(-1, 10), decode_landm(land, theirs, [0.1, 0.2])
+    np.testing.assert_allclose(
+        decode_boxes(loc.numpy(), ours),
+        decode(loc, theirs, [0.1, 0.2]).numpy(),
+        rtol=1e-5,
+        atol=1e-6,
     )
+    np.testing.assert_allclose(
+        decode_landmarks(land.numpy(), ours).reshape(-1, 10),
+        decode_landm(land, theirs, [0.1, 0.2]).numpy(),
+        rtol=1e-5,
+        atol=1e-6,
+    )
+
+
+def test_nms_keeps_what_torchvision_keeps() -> None:
+    """Random overlapping boxes (and exact duplicates, empty boxes): the same indices in the
+    same order as torchvision.ops.nms, at several IoU thresholds."""
+    from torchvision.ops import nms as torchvision_nms
+
+    rng = np.random.default_rng(0)
+    for trial in range(20):
+        n = int(rng.integers(1, 300))
+        xy = rng.uniform(0, 200, (n, 2)).astype(np.float32)
+        wh = rng.uniform(0, 60, (n, 2)).astype(np.float32)
+        boxes = np.concatenate([xy, xy + wh], axis=1)
+        boxes[: n // 10] = boxes[n // 10 : 2 * (n // 10)]  # duplicates
+        scores = rng.permutation(n).astype(np.float32) / n  # distinct: the order is defined
+        for iou in (0.3, 0.4, 0.7, 1.0):
+            want = torchvision_nms(torch.from_numpy(boxes), torch.from_numpy(scores), iou)
+            np.testing.assert_array_equal(nms(boxes, scores, iou), want.numpy(), f"{trial} {iou}")
 
 
 # --- RetinaFace with random weights -----------------------------------------------------------

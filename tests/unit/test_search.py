@@ -14,6 +14,7 @@ from arcflow.serve.search import (
     SearchResult,
     chunk_rows_for,
     search,
+    search_labels,
 )
 
 pytestmark = pytest.mark.unit
@@ -211,3 +212,19 @@ def test_memmapped_gallery_is_scanned_within_the_budget(tmp_path: Path) -> None:
     assert peak < p * n * 4 / 8
     expected = search(probes, np.asarray(mapped), 5, chunk_rows=n)
     np.testing.assert_array_equal(result.indices, expected.indices)
+
+
+def test_search_labels_rank_faces_without_an_identity_one_by_one() -> None:
+    """Rows of the "" identity get a label each (K + row); named rows keep their index."""
+    names = np.array(["", "ann", "bob"])
+    index = np.array([1, 0, 2, 0, 1], np.int32)
+    labels, named = search_labels(index, names)
+    assert named == 3
+    assert labels.tolist() == [1, 3 + 1, 2, 3 + 3, 1]
+    gallery = np.eye(5, 4, dtype=np.float32)[[0, 1, 2, 3, 0]]  # rows 0 and 4: one face twice
+    found = search(gallery[1:2], gallery, 3, labels=labels)
+    assert found.identities[0][0] == 4 and found.indices[0][0] == 1  # the unnamed row itself
+    assert set(found.identities[0][1:]) <= {1, 2, 6}
+
+    labels, named = search_labels(np.array([0, 1], np.int32), np.array(["ann", "bob"]))
+    assert (named, labels.tolist()) == (2, [0, 1])  # no unnamed rows: the indices as they are

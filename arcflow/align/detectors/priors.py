@@ -10,8 +10,11 @@ three outputs per anchor: box regressions ``(B, P, 4)``, face scores and landmar
 2. run the subclass's network (:meth:`PriorBoxDetector._forward`) on each batch;
 3. prior boxes (min sizes 16/32, 64/128, 256/512 at strides 8, 16, 32), decode boxes and
    landmarks with variances (0.1, 0.2), score > ``confidence_threshold``, the ``top_k`` best,
-   NMS (``torchvision.ops.nms``, IoU ``nms_threshold``), at most ``keep_top_k`` faces;
-   coordinates scaled back to the input image, boxes clipped to it.
+   NMS (greedy, as ``torchvision.ops.nms``; IoU ``nms_threshold``), at most ``keep_top_k``
+   faces; coordinates scaled back to the input image, boxes clipped to it.
+
+All of it is numpy (the networks' outputs come back as float32 arrays), so a detector whose
+network is not torch (``retinaface_mnet``) needs no torch at all: the face service runs without.
 """
 
 from __future__ import annotations
@@ -22,7 +25,6 @@ from functools import lru_cache
 
 import cv2
 import numpy as np
-import torch
 
 from arcflow.align.detectors import Detection, check_images
 
@@ -36,57 +38,78 @@ PAD_MULTIPLE = 32
 
 
 @lru_cache(maxsize=16)
-def _prior_boxes_cpu(height: int, width: int) -> torch.Tensor:
+def _prior_boxes(height: int, width: int) -> np.ndarray:
     levels = []
     for step, sizes in zip(STEPS, MIN_SIZES, strict=True):
         rows, cols = math.ceil(height / step), math.ceil(width / step)
-        cy = (torch.arange(rows, dtype=torch.float64) + 0.5) * step / height
-        cx = (torch.arange(cols, dtype=torch.float64) + 0.5) * step / width
-        grid_y, grid_x = torch.meshgrid(cy, cx, indexing="ij")
-        centres = torch.stack([grid_x, grid_y], dim=-1)  # (rows, cols, 2)
-        wh = torch.tensor([[s / width, s / height] for s in sizes], dtype=torch.float64)
-        anchors = torch.cat(
+        cy = (np.arange(rows, dtype=np.float64) + 0.5) * step / height
+        cx = (np.arange(cols, dtype=np.float64) + 0.5) * step / width
+        grid_y, grid_x = np.meshgrid(cy, cx, indexing="ij")
+        centres = np.stack([grid_x, grid_y], axis=-1)  # (rows, cols, 2)
+        wh = np.array([[s / width, s / height] for s in sizes], dtype=np.float64)
+        anchors = np.concatenate(
             [
-                centres[:, :, None, :].expand(rows, cols, len(sizes), 2),
-                wh[None, None].expand(rows, cols, len(sizes), 2),
+                np.broadcast_to(centres[:, :, None, :], (rows, cols, len(sizes), 2)),
+                np.broadcast_to(wh[None, None], (rows, cols, len(sizes), 2)),
             ],
-            dim=-1,
+            axis=-1,
         )
         levels.append(anchors.reshape(-1, 4))
-    return torch.cat(levels).float()
+    priors = np.concatenate(levels).astype(np.float32)
+    priors.flags.writeable = False  # shared by every call of this size
+    return priors
 
 
-def prior_boxes(height: int, width: int) -> torch.Tensor:
-    """``(P, 4)`` anchors ``cx, cy, w, h`` relative to a ``height`` x ``width`` input.
+def prior_boxes(height: int, width: int) -> np.ndarray:
+    """``(P, 4)`` float32 anchors ``cx, cy, w, h`` relative to a ``height`` x ``width`` input.
 
     In the network's output order: level by level (strides 8, 16, 32), row-major over the
     level's ``ceil(height / stride) x ceil(width / stride)`` cells, then the level's sizes.
     """
-    return _prior_boxes_cpu(int(height), int(width)).clone()
+    return _prior_boxes(int(height), int(width)).copy()
 
 
 def decode_boxes(
-    loc: torch.Tensor, priors: torch.Tensor, variances: Sequence[float] = VARIANCES
-) -> torch.Tensor:
+    loc: np.ndarray, priors: np.ndarray, variances: Sequence[float] = VARIANCES
+) -> np.ndarray:
     """Regressions ``(..., P, 4)`` -> boxes ``x1, y1, x2, y2`` (relative units, like priors).
 
     ``centre = prior_centre + loc[:2] * v0 * prior_size``,
     ``size = prior_size * exp(loc[2:] * v1)``.
     """
-    centres = priors[:, :2] + loc[..., :2] * variances[0] * priors[:, 2:]
-    sizes = priors[:, 2:] * torch.exp(loc[..., 2:] * variances[1])
-    return torch.cat([centres - sizes / 2, centres + sizes / 2], dim=-1)
+    centres = priors[:, :2] + loc[..., :2] * np.float32(variances[0]) * priors[:, 2:]
+    sizes = priors[:, 2:] * np.exp(loc[..., 2:] * np.float32(variances[1]))
+    return np.concatenate([centres - sizes / 2, centres + sizes / 2], axis=-1)
 
 
 def decode_landmarks(
-    pre: torch.Tensor, priors: torch.Tensor, variances: Sequence[float] = VARIANCES
-) -> torch.Tensor:
+    pre: np.ndarray, priors: np.ndarray, variances: Sequence[float] = VARIANCES
+) -> np.ndarray:
     """Regressions ``(..., P, 10)`` -> landmarks ``(..., P, 5, 2)``.
 
     ``point_k = prior_centre + pre[2k:2k+2] * v0 * prior_size``.
     """
     points = pre.reshape(*pre.shape[:-1], 5, 2)
-    return priors[:, None, :2] + points * variances[0] * priors[:, None, 2:]
+    return priors[:, None, :2] + points * np.float32(variances[0]) * priors[:, None, 2:]
+
+
+def nms(boxes: np.ndarray, scores: np.ndarray, iou_threshold: float) -> np.ndarray:
+    """Greedy non-maximum suppression, as ``torchvision.ops.nms``: indices of the kept boxes
+    by decreasing score; a box is dropped when its IoU with a kept one is > the threshold
+    (areas ``(x2 - x1) * (y2 - y1)``, no +1)."""
+    order = np.argsort(-scores, kind="stable")
+    x1, y1, x2, y2 = (boxes[:, k] for k in range(4))
+    areas = (x2 - x1) * (y2 - y1)
+    keep: list[int] = []
+    while order.size:
+        best, rest = order[0], order[1:]
+        keep.append(int(best))
+        width = np.clip(np.minimum(x2[best], x2[rest]) - np.maximum(x1[best], x1[rest]), 0, None)
+        height = np.clip(np.minimum(y2[best], y2[rest]) - np.maximum(y1[best], y1[rest]), 0, None)
+        inter = width * height
+        iou = inter / (areas[best] + areas[rest] - inter)
+        order = rest[~(iou > iou_threshold)]  # NaN (empty boxes) is kept, as in torchvision
+    return np.array(keep, dtype=np.int64)
 
 
 def round_up(value: int, multiple: int) -> int:
@@ -135,10 +158,10 @@ class PriorBoxDetector:
 
     def _forward(
         self, images: list[np.ndarray], canvas: tuple[int, int]
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """The network on resized BGR ``images`` padded to ``canvas`` (height, width):
         box regressions ``(B, P, 4)``, face probabilities ``(B, P)``, landmark regressions
-        ``(B, P, 10)``, on any device."""
+        ``(B, P, 10)``, as float32 arrays."""
         raise NotImplementedError
 
     def detect(self, images: Sequence[np.ndarray]) -> list[Detection]:
@@ -164,7 +187,6 @@ class PriorBoxDetector:
         scale = self.max_size / max(height, width)
         return max(1, round(height * scale)), max(1, round(width * scale))
 
-    @torch.inference_mode()
     def _detect_batch(self, images: list[np.ndarray], canvas: tuple[int, int]) -> list[Detection]:
         resized, scales = [], []
         for image in images:
@@ -176,50 +198,48 @@ class PriorBoxDetector:
             # Per-axis factors from network-input pixels back to image pixels.
             scales.append((width / new_w, height / new_h))
 
-        loc, scores, land = self._forward(resized, canvas)
+        loc, scores, land = (np.asarray(a, np.float32) for a in self._forward(resized, canvas))
         canvas_h, canvas_w = canvas
-        priors = prior_boxes(canvas_h, canvas_w).to(loc.device)
+        priors = prior_boxes(canvas_h, canvas_w)
         if loc.shape[1] != priors.shape[0]:
             raise RuntimeError(
                 f"{self.name} gave {loc.shape[1]} anchors for a {canvas_h}x{canvas_w} input, "
                 f"the prior boxes are {priors.shape[0]}"
             )
-        size = torch.tensor([canvas_w, canvas_h], dtype=torch.float32, device=loc.device)
-        boxes = decode_boxes(loc.float(), priors) * size.repeat(2)
-        points = decode_landmarks(land.float(), priors) * size
+        size = np.array([canvas_w, canvas_h], dtype=np.float32)
+        boxes = decode_boxes(loc, priors) * np.tile(size, 2)
+        points = decode_landmarks(land, priors) * size
         return [
-            self._select(boxes[i], scores[i].float(), points[i], scales[i], image.shape[:2])
+            self._select(boxes[i], scores[i], points[i], scales[i], image.shape[:2])
             for i, image in enumerate(images)
         ]
 
     def _select(
         self,
-        boxes: torch.Tensor,
-        scores: torch.Tensor,
-        points: torch.Tensor,
+        boxes: np.ndarray,
+        scores: np.ndarray,
+        points: np.ndarray,
         scale: tuple[float, float],
         shape: tuple[int, ...],
     ) -> Detection:
-        from torchvision.ops import nms
-
-        keep = torch.nonzero(scores > self.confidence_threshold).squeeze(1)
-        if keep.numel() == 0:
+        keep = np.flatnonzero(scores > self.confidence_threshold)
+        if keep.size == 0:
             return Detection.empty()
-        if keep.numel() > self.top_k:
-            keep = keep[torch.topk(scores[keep], self.top_k).indices]
+        if keep.size > self.top_k:
+            keep = keep[np.argsort(-scores[keep], kind="stable")[: self.top_k]]
         boxes, scores, points = boxes[keep], scores[keep], points[keep]
         keep = nms(boxes, scores, self.nms_threshold)[: self.keep_top_k]
         boxes, scores, points = boxes[keep], scores[keep], points[keep]
 
-        factor = torch.tensor(scale, dtype=torch.float32, device=boxes.device)
-        boxes = boxes * factor.repeat(2)
+        factor = np.array(scale, dtype=np.float32)
+        boxes = boxes * np.tile(factor, 2)
         points = points * factor
         height, width = shape[:2]
-        boxes[:, 0::2] = boxes[:, 0::2].clamp(0, width)
-        boxes[:, 1::2] = boxes[:, 1::2].clamp(0, height)
+        boxes[:, 0::2] = boxes[:, 0::2].clip(0, width)
+        boxes[:, 1::2] = boxes[:, 1::2].clip(0, height)
         valid = (boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1])
         return Detection(
-            boxes=boxes[valid].cpu().numpy(),
-            scores=scores[valid].cpu().numpy(),
-            landmarks=points[valid].cpu().numpy(),
+            boxes=np.ascontiguousarray(boxes[valid], np.float32),
+            scores=np.ascontiguousarray(scores[valid], np.float32),
+            landmarks=np.ascontiguousarray(points[valid], np.float32),
         )

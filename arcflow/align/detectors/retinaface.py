@@ -167,15 +167,17 @@ class RetinaFaceDetector(PriorBoxDetector):
 
     def _forward(
         self, images: list[np.ndarray], canvas: tuple[int, int]
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         batch = torch.zeros((len(images), 3, *canvas), device=self.device)
         for i, image in enumerate(images):
             height, width = image.shape[:2]
             rgb = torch.from_numpy(np.ascontiguousarray(image[:, :, ::-1])).to(self.device)
             pixels = rgb.permute(2, 0, 1).float()
             batch[i, :, :height, :width] = (pixels - self._mean) / self._std
-        loc, conf, land = self._model(batch)
-        return loc, torch.softmax(conf.float(), dim=-1)[..., 1], land
+        with torch.inference_mode():
+            loc, conf, land = self._model(batch)
+            faces = torch.softmax(conf.float(), dim=-1)[..., 1]
+        return loc.float().cpu().numpy(), faces.cpu().numpy(), land.float().cpu().numpy()
 
 
 def _mismatch(network: nn.Module, state_dict: dict[str, torch.Tensor]) -> str:

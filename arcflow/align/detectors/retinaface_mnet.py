@@ -20,7 +20,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 
 from arcflow.align.detectors.priors import PriorBoxDetector
 from arcflow.align.detectors.retinaface_mnet_weights import extract_onnx, retinaface_mnet_weights
@@ -49,8 +48,7 @@ class RetinaFaceMNetDetector(PriorBoxDetector):
     - ``top_k`` / ``keep_top_k``: candidates kept before / faces kept after NMS, per image;
     - ``device``: ``"auto"`` (CUDA when ONNX Runtime has it), ``"cpu"``, ``"cuda"``, ``"cuda:1"``;
     - ``batch_size``: images per forward pass (images sharing a padded input size);
-    - ``threads``: ONNX Runtime's CPU threads (``None``: torch's thread count, which the align
-      stage shares out between its workers).
+    - ``threads``: ONNX Runtime's CPU threads (``None``: :func:`default_threads`).
     """
 
     name = "retinaface_mnet"
@@ -88,7 +86,7 @@ class RetinaFaceMNetDetector(PriorBoxDetector):
 
         model, self.weights = _model_source(weights)
         options = ort.SessionOptions()
-        options.intra_op_num_threads = int(threads or torch.get_num_threads())
+        options.intra_op_num_threads = int(threads or default_threads())
         options.log_severity_level = 3  # errors only
         self.providers = onnx_providers(device, ort.get_available_providers())
         try:
@@ -103,14 +101,26 @@ class RetinaFaceMNetDetector(PriorBoxDetector):
 
     def _forward(
         self, images: list[np.ndarray], canvas: tuple[int, int]
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         batch = np.zeros((len(images), 3, *canvas), np.float32)  # padding: the mean colour
         for i, image in enumerate(images):
             height, width = image.shape[:2]
             pixels = image.astype(np.float32) - self._mean
             batch[i, :, :height, :width] = pixels.transpose(2, 0, 1)
         loc, conf, land = self._session.run(self._outputs, {self._input: batch})
-        return torch.from_numpy(loc), torch.from_numpy(conf[..., 1]), torch.from_numpy(land)
+        return loc, conf[..., 1], land
+
+
+def default_threads() -> int:
+    """torch's thread count when torch is loaded (the align stage shares the CPU between its
+    workers through it), else the CPUs this process may run on."""
+    import os
+    import sys
+
+    torch = sys.modules.get("torch")
+    if torch is not None:
+        return int(torch.get_num_threads())
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
 def _model_source(weights: str | Path | None) -> tuple[bytes | str, Path]:
