@@ -181,12 +181,8 @@ def test_the_champion_serves_photos_over_rest(pipeline: Path, tmp_path: Path) ->
     assert status == 200, body
     rows = body["predictions"]
     assert [r["image"] for r in rows] == [0] * 6 + [1]
-    previous = mlflow.get_tracking_uri()
-    mlflow.set_tracking_uri(SERVICES["MLFLOW_TRACKING_URI"])
-    try:
-        local = load_pipeline(uri, cache=tmp_path / "model").analyze([group, portrait])
-    finally:
-        mlflow.set_tracking_uri(previous)
+    mlflow.set_tracking_uri(SERVICES["MLFLOW_TRACKING_URI"])  # undone after the module
+    local = load_pipeline(uri, cache=tmp_path / "model").analyze([group, portrait])
     np.testing.assert_allclose(
         np.array([r["embedding"] for r in rows]),
         np.stack([f.embedding for f in local.faces]),

@@ -106,7 +106,7 @@ def cfp_release(tiny_release: Path, tmp_path: Path) -> Path:
 
 def test_cfp_needs_a_detector(cfp_release: Path, tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="cfp_fp, cfp_ff come without landmark annotations"):
-        align_dataset(cfp_release, tmp_path / "train", AlignParams())
+        align_dataset(cfp_release, tmp_path / "train", AlignParams(detector="annotations"))
 
 
 @pytest.mark.slow
