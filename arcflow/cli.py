@@ -208,6 +208,30 @@ for _name in ("embed", "verify", "search"):
     app.command(_name)(_face_command(_name))
 
 
+@app.command("import-model")
+def import_model(
+    uri: Annotated[str, typer.Argument(help="https://, s3://bucket/key or a path")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="model folder to write")],
+    arch: Annotated[
+        str | None, typer.Option(help="backbone name (default: inferred from the weights)")
+    ] = None,
+    sha256: Annotated[str | None, typer.Option(help="expected SHA-256 of the file")] = None,
+    license: Annotated[
+        str | None, typer.Option("--license", help="the model's licence, recorded")
+    ] = None,
+) -> None:
+    """Import a PyTorch checkpoint (insightface's layout) as a model folder."""
+    from arcflow.imports.model_import import BACKBONE_NAME, import_model
+
+    with _clean_errors():
+        record = import_model(uri, out, arch=arch, sha256=sha256, license=license)
+    kwargs = ", ".join(f"{k}={v:g}" for k, v in record.kwargs.items())
+    typer.echo(
+        f"{out / BACKBONE_NAME}: {record.architecture} ({kwargs}) from {record.format} "
+        f"{record.stored_dtype} weights, sha256 {record.sha256[:16]}…"
+    )
+
+
 @app.command()
 def doctor(params_file: ParamsOption = Path("params.yaml")) -> None:
     """Check the services this checkout is configured to use; name the setting to fix.

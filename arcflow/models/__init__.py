@@ -57,9 +57,15 @@ def get_backbone(name: str, **kwargs: object) -> nn.Module:
     arguments, for every backbone: ``embedding_size=512, dropout=0.0, width=1.0, fp16=False,
     input_size=112, zero_init_residual=False``. Raises ``ValueError`` for an unknown name.
     """
+    return _BACKBONES[canonical_name(name)](**kwargs)
+
+
+def canonical_name(name: str) -> str:
+    """The backbone's name in :func:`list_backbones` for ``name`` or one of its aliases;
+    ``ValueError`` for an unknown name."""
     key = name.strip().lower()
     key = _ALIASES.get(key, key)
     if key not in _BACKBONES:
         allowed = ", ".join(list_backbones() + sorted(_ALIASES))
         raise ValueError(f"unknown backbone {name!r}; allowed: {allowed}")
-    return _BACKBONES[key](**kwargs)
+    return key

@@ -1,0 +1,1 @@
+"""Models trained elsewhere (insightface's released checkpoints) brought into ArcFlow."""
