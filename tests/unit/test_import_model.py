@@ -117,7 +117,7 @@ def test_hostile_and_wrong_files_are_one_clear_error_and_leave_nothing(tmp_path:
     assert not marker.exists()  # nothing in the pickle ran
     with pytest.raises(ArcFlowError, match="sha256"):
         import_model(str(good), tmp_path / "out", sha256="0" * 64)
-    leftovers = {p.name for p in tmp_path.iterdir()} - {p.name for p in [good, *cases, pickled]}
+    leftovers = {p.name for p in tmp_path.iterdir()} - {p.name for p in [good, *cases]}
     assert leftovers == set()  # no model folder, no staging directory
 
 
