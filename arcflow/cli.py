@@ -219,17 +219,25 @@ def import_model(
     license: Annotated[
         str | None, typer.Option("--license", help="the model's licence, recorded")
     ] = None,
+    colour: Annotated[
+        str | None,
+        typer.Option("--colour", help="ONNX: the channel order it was trained on, rgb or bgr"),
+    ] = None,
 ) -> None:
-    """Import a PyTorch checkpoint (insightface's layout) as a model folder."""
-    from arcflow.imports.model_import import BACKBONE_NAME, import_model
+    """Import a PyTorch checkpoint (insightface's layout) or an ONNX recognition model as a
+    model folder."""
+    from arcflow.imports.model_import import import_model
 
     with _clean_errors():
-        record = import_model(uri, out, arch=arch, sha256=sha256, license=license)
-    kwargs = ", ".join(f"{k}={v:g}" for k, v in record.kwargs.items())
-    typer.echo(
-        f"{out / BACKBONE_NAME}: {record.architecture} ({kwargs}) from {record.format} "
-        f"{record.stored_dtype} weights, sha256 {record.sha256[:16]}…"
-    )
+        record = import_model(uri, out, arch=arch, sha256=sha256, license=license, colour=colour)
+    if record.format == "onnx":
+        from arcflow.imports.onnx_model import describe
+
+        detail = f"ONNX, {describe(record.conventions or {})}, {record.stored_dtype} weights"
+    else:
+        kwargs = ", ".join(f"{k}={v:g}" for k, v in record.kwargs.items())
+        detail = f"{record.architecture} ({kwargs}) from pytorch {record.stored_dtype} weights"
+    typer.echo(f"{out / record.file}: {detail}, sha256 {record.sha256[:16]}…")
 
 
 @app.command()

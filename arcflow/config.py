@@ -11,7 +11,14 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    RootModel,
+    ValidationError,
+    model_validator,
+)
 
 from arcflow.errors import ConfigError
 
@@ -47,6 +54,11 @@ class SynthFaceParams(Section):
 SOURCE_SCHEMES = ("https://", "http://", "s3://", "file://", "synthetic://")
 
 
+def _check_scheme(uri: str) -> None:
+    if "://" in uri and not uri.startswith(SOURCE_SCHEMES):
+        raise ValueError(f"uri scheme must be one of {', '.join(SOURCE_SCHEMES)} or a path")
+
+
 class SourceParams(Section):
     """One dataset to fetch (lands in data/raw/<name>/): its URI, checksum and unpacking.
 
@@ -63,8 +75,7 @@ class SourceParams(Section):
     @model_validator(mode="after")
     def _check_uri(self) -> SourceParams:
         synthetic = self.uri.startswith("synthetic://")
-        if "://" in self.uri and not self.uri.startswith(SOURCE_SCHEMES):
-            raise ValueError(f"uri scheme must be one of {', '.join(SOURCE_SCHEMES)} or a path")
+        _check_scheme(self.uri)
         if synthetic and self.uri != "synthetic://synthface":
             raise ValueError("the only synthetic source is synthetic://synthface")
         if synthetic and (self.sha256 or self.md5 or self.extract):
@@ -107,6 +118,28 @@ class DataParams(Section):
     )
     s3: S3Params = S3Params()
     retry: RetryParams = RetryParams()
+
+
+class ImportParams(Section):
+    """One model trained elsewhere (``arcflow import-model``): stage import@<name> fetches it
+    into models/imported/<name>; it is evaluated, exported and registered beside ours."""
+
+    uri: str
+    sha256: Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")] | None = None
+    license: str | None = None
+    arch: str | None = None  # default: inferred from the weights (PyTorch)
+    colour: Literal["rgb", "bgr"] | None = None  # ONNX: the channel order it expects (rgb)
+
+    @model_validator(mode="after")
+    def _check_uri(self) -> ImportParams:
+        _check_scheme(self.uri)
+        if self.uri.startswith("synthetic://"):
+            raise ValueError("a model cannot come from a synthetic:// source")
+        return self
+
+
+class ImportsParams(RootModel[dict[SourceName, ImportParams]]):
+    """``imports``: name -> the model to import (empty: only the pipeline's own model)."""
 
 
 class AlignParams(Section):
@@ -338,8 +371,9 @@ class TrackingParams(Section):
     default_uri: str = "sqlite:///mlflow.db"
 
 
-SECTIONS: dict[str, type[Section]] = {
+SECTIONS: dict[str, type[BaseModel]] = {
     "data": DataParams,
+    "imports": ImportsParams,
     "align": AlignParams,
     "train": TrainParams,
     "evaluate": EvaluateParams,
@@ -357,6 +391,7 @@ class Params(BaseModel):
     model_config = ConfigDict(frozen=True)
 
     data: DataParams | None = None
+    imports: ImportsParams | None = None
     align: AlignParams | None = None
     train: TrainParams | None = None
     evaluate: EvaluateParams | None = None
@@ -377,7 +412,7 @@ def _describe(error: dict[str, Any], section: str) -> str:
     return f"{key}: {error['msg']}{shown}"
 
 
-def validate_section(name: str, raw: Any, *, source: str = "params.yaml") -> Section:
+def validate_section(name: str, raw: Any, *, source: str = "params.yaml") -> BaseModel:
     """Validate one section's raw mapping, raising ConfigError naming the key."""
     model = SECTIONS[name]
     if raw is None:
@@ -427,7 +462,7 @@ def load_params(path: str | Path = "params.yaml", sections: tuple[str, ...] = ()
             f"{path}: unknown section '{unknown[0]}'; allowed sections: {', '.join(SECTIONS)}"
         )
     wanted = sections or tuple(SECTIONS)
-    values: dict[str, Section] = {}
+    values: dict[str, BaseModel] = {}
     for name in wanted:
         if name not in SECTIONS:
             raise ValueError(f"unknown params section requested: {name}")

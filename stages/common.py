@@ -23,9 +23,11 @@ def parser(description: str) -> argparse.ArgumentParser:
 
 
 def trained_model_args(p: argparse.ArgumentParser) -> None:
-    """``--model`` and ``--run``: what the train stage hands to the stages after it."""
-    p.add_argument("--model", type=Path, required=True, help="backbone.pt from train")
-    p.add_argument("--run", type=Path, required=True, help="mlflow_run.json from train")
+    """``--model`` and ``--run``: what the train (or an import) stage hands to the stages after."""
+    p.add_argument(
+        "--model", type=Path, required=True, help="backbone.pt from train, or an imported folder"
+    )
+    p.add_argument("--run", type=Path, required=True, help="mlflow_run.json from train (or import)")
 
 
 def calibration_args(p: argparse.ArgumentParser) -> None:

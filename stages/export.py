@@ -15,6 +15,8 @@ commit, params hash, DVC data version) as its params and tags.
 from __future__ import annotations
 
 import json
+import shutil
+from dataclasses import asdict
 from pathlib import Path
 
 import mlflow
@@ -27,7 +29,14 @@ from arcflow.errors import DataFormatError
 from arcflow.evaluate.embed import to_batch
 from arcflow.evaluate.suite import BENCHMARKS
 from arcflow.export.mlflow_model import ARTIFACT_NAME, flat_metrics
-from arcflow.export.onnx import check_parity, export_onnx, measure_speed, ort_session
+from arcflow.export.onnx import (
+    check_parity,
+    export_onnx,
+    measure_onnx_speed,
+    measure_speed,
+    ort_session,
+)
+from arcflow.imports.model_import import ImportRecord
 from arcflow.models.saving import load_backbone
 from arcflow.serve.card import CardInputs, model_card
 from arcflow.serve.package import CARD, write_bundle
@@ -53,15 +62,61 @@ def real_inputs(data: Path | None, count: int) -> np.ndarray | None:
     return to_batch(images, str(data))
 
 
-def provenance(params_file: Path, lock: Path) -> dict[str, str]:
-    """git commit, params hash and DVC data version: recorded on the logged model."""
-    versions = data_versions(lock)
-    return {
+def provenance(params_file: Path, lock: Path, origin: ImportRecord | None) -> dict[str, str]:
+    """git commit, params hash and DVC data version (an imported model: where it came from):
+    recorded on the logged model."""
+    common = {
         "git_commit": git_commit(),
         "params_hash": params_hash(read_params_file(params_file), HASHED_SECTIONS),
+    }
+    if origin is not None:
+        kept = ("source", "sha256", "format", "architecture", "stored_dtype", "license")
+        return common | {f"import.{key}": str(getattr(origin, key)) for key in kept}
+    versions = data_versions(lock)
+    return common | {
         "data_version": data_version(versions),
         **{f"data.{path}": md5 for path, md5 in versions.items()},
     }
+
+
+def model_source(path: Path) -> tuple[ImportRecord | None, Path]:
+    """``--model``: a trained backbone.pt (no import record) or an imported model folder."""
+    if not path.is_dir():
+        return None, path
+    from arcflow.imports.folder import imported_model
+
+    return imported_model(path)
+
+
+def export_torch(model, args, cfg, real: np.ndarray | None) -> dict:
+    """ONNX (and its fp16 variant) of a PyTorch backbone, gated on parity; parity and speed."""
+    metadata = {"producer": "arcflow", "backbone": args.model.name}
+    with atomic_file(args.out) as tmp:
+        export_onnx(model, tmp, opset=cfg.opset, metadata=metadata)
+        parity = check_parity(
+            model, tmp, batch=cfg.parity_batch, atol=cfg.atol, min_cosine=cfg.min_cosine, real=real
+        )
+        speed = measure_speed(model, tmp, runs=cfg.latency_runs, batch=cfg.throughput_batch)
+        report = {**parity, **speed, "opset": cfg.opset}
+        if args.out_fp16 is not None:  # inside: a failed fp16 gate leaves no fp32 file either
+            report |= export_fp16(model, args.out_fp16, cfg, metadata, real)
+    return report
+
+
+def adopt_onnx(origin: ImportRecord, weights: Path, args, cfg) -> dict:
+    """An imported ONNX model: its canonical graph as is, with the parity measured at import
+    (canonical graph vs the source graph under its own conventions) and its speed."""
+    if args.out_fp16 is not None:
+        raise DataFormatError(
+            f"{args.model}: no float16 variant of an imported ONNX model", hint="drop --out-fp16"
+        )
+    parity = dict(origin.parity or {})
+    if not {"max_abs_diff", "min_cosine"} <= set(parity):
+        raise DataFormatError(f"{args.model}: import.json has no parity record: import it again")
+    with atomic_file(args.out) as tmp:
+        shutil.copyfile(weights, tmp)
+        speed = measure_onnx_speed(tmp, runs=cfg.latency_runs, batch=cfg.throughput_batch)
+    return {**parity, **speed}
 
 
 def export_fp16(model, out: Path, cfg, metadata: dict, real: np.ndarray | None) -> dict:
@@ -99,8 +154,11 @@ def read_document(path: Path, what: str) -> dict:
     return document
 
 
-def card_inputs(loaded, args, evaluation: dict, thresholds: dict, prov: dict) -> CardInputs:
-    """What the model card states, from the params and the evaluate stage's documents."""
+def card_inputs(
+    loaded, args, evaluation: dict, thresholds: dict, prov: dict, origin: ImportRecord | None
+) -> CardInputs:
+    """What the model card states, from the params (or the import record) and the evaluate
+    stage's documents."""
     source = loaded.align.source
     spec = loaded.data.sources.get(source)
     uri = spec.uri if spec is not None else "unknown"
@@ -108,7 +166,7 @@ def card_inputs(loaded, args, evaluation: dict, thresholds: dict, prov: dict) ->
         name=loaded.registry.model_name,
         train=loaded.train.model_dump(),
         data_source=f"{source} ({uri})",
-        synthetic=uri.startswith("synthetic://"),
+        synthetic=uri.startswith("synthetic://") and origin is None,
         metrics=evaluation,
         headlines={b.name: (b.title, b.headline) for b in BENCHMARKS},
         sizes=read_document(args.eval_details, "benchmark set sizes"),
@@ -116,6 +174,7 @@ def card_inputs(loaded, args, evaluation: dict, thresholds: dict, prov: dict) ->
         provenance=prov,
         run_id=json.loads(args.run.read_text()).get("run_id", "unknown"),
         detector=loaded.serve.detector,
+        origin=None if origin is None else asdict(origin),
     )
 
 
@@ -147,23 +206,18 @@ def main() -> None:
     args = p.parse_args()
     loaded = params(args, "data", "align", "train", "export", "serve", "registry", "tracking")
     cfg = loaded.export
-    model = load_backbone(args.model)
-    real = real_inputs(args.data, cfg.parity_real)
-    metadata = {"producer": "arcflow", "backbone": args.model.name}
-    with atomic_file(args.out) as tmp:
-        export_onnx(model, tmp, opset=cfg.opset, metadata=metadata)
-        parity = check_parity(
-            model, tmp, batch=cfg.parity_batch, atol=cfg.atol, min_cosine=cfg.min_cosine, real=real
+    origin, weights = model_source(args.model)
+    if origin is not None and origin.format == "onnx":
+        report = adopt_onnx(origin, weights, args, cfg)
+    else:
+        report = export_torch(
+            load_backbone(weights), args, cfg, real_inputs(args.data, cfg.parity_real)
         )
-        speed = measure_speed(model, tmp, runs=cfg.latency_runs, batch=cfg.throughput_batch)
-        report = {**parity, **speed, "opset": cfg.opset}
-        if args.out_fp16 is not None:  # inside: a failed fp16 gate leaves no fp32 file either
-            report |= export_fp16(model, args.out_fp16, cfg, metadata, real)
     evaluation = read_document(args.eval_metrics, "benchmark metrics")
     thresholds = read_document(args.thresholds, "decision thresholds")
     thresholds = thresholds if thresholds.get("set") else {}  # set null: nothing calibrated
-    prov = provenance(args.params, args.dvc_lock)
-    card = model_card(card_inputs(loaded, args, evaluation, thresholds, prov))
+    prov = provenance(args.params, args.dvc_lock, origin)
+    card = model_card(card_inputs(loaded, args, evaluation, thresholds, prov, origin))
     bundle = write_bundle(
         args.bundle,
         backbone=args.out,
@@ -191,14 +245,11 @@ def main() -> None:
         mlflow.log_metrics(model_metrics, model_id=info.model_id)
     write_json(args.model_info, {"model_uri": info.model_uri, "model_id": info.model_id})
     log.info(
-        "export: %s, max |onnx - torch| = %.2e over %d random + %d real inputs, "
-        "%.1f ms/img (PyTorch %.1f)",
+        "export: %s, max |onnx - source| = %.2e, %.1f ms/img (PyTorch %s)",
         args.out,
-        parity["max_abs_diff"],
-        cfg.parity_batch,
-        parity["parity_real"],
-        speed["onnx_latency_ms_median"],
-        speed["torch_latency_ms_median"],
+        report["max_abs_diff"],
+        report["onnx_latency_ms_median"],
+        f"{report['torch_latency_ms_median']:.1f}" if "torch_latency_ms_median" in report else "–",
     )
 
 

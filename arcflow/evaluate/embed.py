@@ -56,8 +56,9 @@ class TorchEncoder:
 
 
 def load_encoder(path: str | Path, device: torch.device | str = "cpu") -> Encoder:
-    """An encoder for ``backbone.pt`` (PyTorch), ``*.onnx`` (ONNX Runtime) or an MLflow model
-    URI of an exported ONNX model (``models:/arcface@champion``)."""
+    """An encoder for ``backbone.pt`` (PyTorch), ``*.onnx`` (ONNX Runtime), a model folder of
+    ``arcflow import-model`` or an MLflow model URI of an exported ONNX model
+    (``models:/arcface@champion``)."""
     from arcflow.models.saving import load_backbone
 
     if str(path).startswith("models:/"):
@@ -65,10 +66,16 @@ def load_encoder(path: str | Path, device: torch.device | str = "cpu") -> Encode
 
         path = download_onnx(str(path))
     path = Path(path)
+    if path.is_dir():
+        from arcflow.imports.folder import imported_model
+
+        path = imported_model(path)[1]
     if path.suffix == ".onnx":
         return OnnxEncoder(path, device=torch.device(device).type)
     if path.suffix not in (".pt", ".pth"):
-        raise ConfigError(f"{path}: model must be a .pt backbone or an .onnx export")
+        raise ConfigError(
+            f"{path}: model must be a .pt backbone, an .onnx export or an imported model folder"
+        )
     return TorchEncoder(load_backbone(path), device=device, key="torch-" + file_digest(path))
 
 

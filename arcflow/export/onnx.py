@@ -174,7 +174,8 @@ def check_parity(
     return report
 
 
-def _timed(fn, runs: int) -> list[float]:
+def timed(fn, runs: int) -> list[float]:
+    """Seconds of each of ``runs`` calls of ``fn()``, after one warm-up call."""
     fn()  # warm-up
     times = []
     for _ in range(runs):
@@ -182,6 +183,29 @@ def _timed(fn, runs: int) -> list[float]:
         fn()
         times.append(time.perf_counter() - start)
     return times
+
+
+def _engine_speed(engine: str, fn, runs: int, batch: int, size: int) -> dict[str, float]:
+    one = np.zeros((1, 3, size, size), dtype=np.float32)
+    many = np.zeros((batch, 3, size, size), dtype=np.float32)
+    ms = np.array(timed(lambda: fn(one), runs)) * 1000
+    per_batch = np.median(timed(lambda: fn(many), max(3, runs // 4)))
+    return {
+        f"{engine}_latency_ms_median": float(np.median(ms)),
+        f"{engine}_latency_ms_p90": float(np.percentile(ms, 90)),
+        f"{engine}_images_per_s_b{batch}": float(batch / per_batch),
+    }
+
+
+def measure_onnx_speed(
+    path: str | Path, *, runs: int = 20, batch: int = 64, size: int = 112
+) -> dict[str, float]:
+    """ONNX Runtime on the CPU: median/p90 latency of one image (ms) and throughput at
+    ``batch`` (images/s, median of ``max(3, runs // 4)`` runs)."""
+    session = ort_session(path)
+    return _engine_speed(
+        "onnx", lambda x: session.run([OUTPUT_NAME], {INPUT_NAME: x}), runs, batch, size
+    )
 
 
 @torch.inference_mode()
@@ -193,20 +217,9 @@ def measure_speed(
     batch: int = 64,
     size: int = 112,
 ) -> dict[str, float]:
-    """ONNX Runtime vs PyTorch eager on the CPU: median/p90 latency of one image (ms) and
-    throughput at ``batch`` (images/s, median of ``max(3, runs // 4)`` runs)."""
-    session = ort_session(path)
+    """:func:`measure_onnx_speed`, and the same for PyTorch eager on the CPU."""
     model = model.eval().float().cpu()
-    report: dict[str, float] = {}
-    for engine, fn in (
-        ("onnx", lambda x: session.run([OUTPUT_NAME], {INPUT_NAME: x})),
-        ("torch", lambda x: model(torch.from_numpy(x))),
-    ):
-        one = np.zeros((1, 3, size, size), dtype=np.float32)
-        many = np.zeros((batch, 3, size, size), dtype=np.float32)
-        ms = np.array(_timed(lambda fn=fn, one=one: fn(one), runs)) * 1000
-        per_batch = np.median(_timed(lambda fn=fn, many=many: fn(many), max(3, runs // 4)))
-        report[f"{engine}_latency_ms_median"] = float(np.median(ms))
-        report[f"{engine}_latency_ms_p90"] = float(np.percentile(ms, 90))
-        report[f"{engine}_images_per_s_b{batch}"] = float(batch / per_batch)
-    return report
+    return {
+        **measure_onnx_speed(path, runs=runs, batch=batch, size=size),
+        **_engine_speed("torch", lambda x: model(torch.from_numpy(x)), runs, batch, size),
+    }

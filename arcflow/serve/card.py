@@ -29,6 +29,24 @@ class CardInputs:
     provenance: Mapping[str, str]  # git_commit, params_hash, data_version, data.<path>
     run_id: str
     detector: str
+    origin: Mapping[str, Any] | None = None  # import.json of a model trained elsewhere
+
+
+def _imported_model(origin: Mapping[str, Any]) -> list[str]:
+    conventions = origin.get("conventions") or {}
+    kwargs = origin.get("kwargs") or {}
+    arch = origin.get("architecture", "unknown")
+    if kwargs.get("width") is not None:
+        arch += f" (width ×{kwargs['width']})"
+    detected = ", ".join(f"{k} {v}" for k, v in conventions.items())
+    return [
+        f"- Backbone: {arch}, {kwargs.get('embedding_size', '?')}-d embedding, ONNX (fp32)",
+        f"- **Imported**, trained outside ArcFlow: `{origin.get('source', 'unknown')}` "
+        f"({origin.get('format', '?')}, {origin.get('stored_dtype', '?')} weights, "
+        f"sha256 `{origin.get('sha256', 'unknown')}`)",
+        f"- Licence: {origin.get('license') or 'not stated: check it before any use'}",
+        *([f"- Source conventions (converted to ArcFlow's input): {detected}"] if detected else []),
+    ]
 
 
 def _loss(train: Mapping[str, Any]) -> str:
@@ -43,7 +61,8 @@ def _loss(train: Mapping[str, Any]) -> str:
     return f"{head} (s={train.get('s')}, {margins}); extra terms: {extra}"
 
 
-def _size(counts: Mapping[str, Any]) -> str:
+def set_size(counts: Mapping[str, Any]) -> str:
+    """A set's counts in words (``600 pairs``, ``1,200 images, 200 templates``)."""
     parts = [
         f"{value:,} {key.removeprefix('n_').replace('_', ' ')}"
         for key, value in counts.items()
@@ -59,7 +78,9 @@ def _benchmarks(inputs: CardInputs) -> list[str]:
         if not isinstance(values, Mapping) or headline not in values:
             continue
         value = float(values[headline])
-        rows.append(f"| {title} | {headline} | {value:.6g} | {_size(inputs.sizes.get(name, {}))} |")
+        rows.append(
+            f"| {title} | {headline} | {value:.6g} | {set_size(inputs.sizes.get(name, {}))} |"
+        )
     absent = [
         t
         for n, (t, _) in inputs.headlines.items()
@@ -94,9 +115,19 @@ def _thresholds(doc: Mapping[str, Any] | None) -> list[str]:
     return lines
 
 
+def _trained_model(train: Mapping[str, Any]) -> list[str]:
+    return [
+        f"- Backbone: {train.get('backbone')} (width ×{train.get('width')}), "
+        f"{train.get('embedding_size')}-d embedding, ONNX (fp32; fp16 variant)",
+        f"- Loss: {_loss(train)}",
+        f"- Training: {train.get('epochs')} epochs, batch {train.get('batch_size')}, "
+        f"lr {train.get('lr')} ({train.get('schedule')})",
+    ]
+
+
 def model_card(inputs: CardInputs) -> str:
     """The card as markdown."""
-    train = inputs.train
+    origin = inputs.origin
     data_lines = [
         f"- Source: {inputs.data_source}",
         f"- DVC data version: `{inputs.provenance.get('data_version', 'unknown')}`",
@@ -106,6 +137,8 @@ def model_card(inputs: CardInputs) -> str:
             if key.startswith("data.")
         ),
     ]
+    if origin is not None:
+        data_lines = ["- Not known to ArcFlow: see what the model's publisher states"]
     limits = [
         "- Trained on **SynthFace**, procedurally drawn faces: this model demonstrates the "
         "pipeline and is **not** a model for real faces."
@@ -121,11 +154,7 @@ def model_card(inputs: CardInputs) -> str:
         f"# Model card: {inputs.name}",
         "",
         "## Model",
-        f"- Backbone: {train.get('backbone')} (width ×{train.get('width')}), "
-        f"{train.get('embedding_size')}-d embedding, ONNX (fp32; fp16 variant)",
-        f"- Loss: {_loss(train)}",
-        f"- Training: {train.get('epochs')} epochs, batch {train.get('batch_size')}, "
-        f"lr {train.get('lr')} ({train.get('schedule')})",
+        *(_trained_model(inputs.train) if origin is None else _imported_model(origin)),
         f"- Face pipeline: {inputs.detector} detector → 5-point similarity alignment to the "
         "112×112 ArcFace template → embedding with the flip test, L2-normalised; cosine scores",
         "",

@@ -16,13 +16,28 @@ import pytest
 import yaml
 
 from arcflow.config import BENCHMARK_NAMES
-from infra.local.stack import BUCKETS, Stack
+from infra.local.stack import BUCKETS, CREDENTIALS, Stack
+from tests.external_models import (
+    save_checkpoint,
+    save_pack_onnx,
+    trained_looking,
+)
 from tests.photos import insightface_photos
 from tests.serving import images_body, post, scoring_server
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
-STAGES = ["download@synthface", "align", "train", "evaluate", "export"]
+IMPORTS = ("ext_r18", "ext_mbf")  # models "trained elsewhere", scored beside the pipeline's
+STAGES = [
+    "download@synthface",
+    "align",
+    "train",
+    "evaluate",
+    "export",
+    *(f"{stage}@{name}" for name in IMPORTS for stage in ("import", "evaluate_imported")),
+    *(f"export_imported@{name}" for name in IMPORTS),
+    "leaderboard",
+]
 
 
 def _copy_checkout(src: Path, dst: Path) -> None:
@@ -57,6 +72,37 @@ def _run(cmd: list[str], cwd: Path, expect: int = 0) -> subprocess.CompletedProc
     return proc
 
 
+def _external_models(folder: Path, stack: Stack) -> dict[str, dict[str, str]]:
+    """Two published-style models, as params ``imports``: an fp16 arcface_torch checkpoint on
+    the stack's S3 (with its sha256) and an insightface-pack ONNX (normalisation inside the
+    graph, fixed batch 1) on disk."""
+    import hashlib
+
+    import boto3
+
+    checkpoint = save_checkpoint(
+        trained_looking("iresnet18", 1, width=0.125, embedding_size=32), folder / "backbone.pth"
+    )
+    pack = save_pack_onnx(
+        trained_looking("mobilefacenet", 2, width=0.25, embedding_size=64), folder / "w600k.onnx"
+    )
+    key = f"e2e-{uuid.uuid4().hex[:8]}/backbone.pth"
+    s3 = boto3.client("s3", endpoint_url=stack.s3_url, **{
+        "aws_access_key_id": CREDENTIALS["AWS_ACCESS_KEY_ID"],
+        "aws_secret_access_key": CREDENTIALS["AWS_SECRET_ACCESS_KEY"],
+        "region_name": CREDENTIALS["AWS_DEFAULT_REGION"],
+    })  # fmt: skip
+    s3.upload_file(str(checkpoint), BUCKETS["data"], key)
+    return {
+        "ext_r18": {
+            "uri": f"s3://{BUCKETS['data']}/{key}",
+            "sha256": hashlib.sha256(checkpoint.read_bytes()).hexdigest(),
+            "license": "CC0-1.0 (e2e)",
+        },
+        "ext_mbf": {"uri": str(pack), "license": "MIT (e2e)"},
+    }
+
+
 @pytest.fixture(scope="module")
 def pipeline(
     repo_root: Path, tmp_path_factory: pytest.TempPathFactory, local_stack: Stack
@@ -67,10 +113,12 @@ def pipeline(
     (work / "dvc.lock").unlink(missing_ok=True)
     for stale in ("metrics", "plots", "reports"):
         shutil.rmtree(work / stale, ignore_errors=True)
+    _copy_checkout(repo_root / "metrics" / "imported", work / "metrics" / "imported")  # README
     # the stack is shared with other tests: an experiment and a registered model of our own
     params = yaml.safe_load((work / "params.yaml").read_text())
     params["tracking"]["experiment"] = f"e2e-{uuid.uuid4().hex[:8]}"
     params["registry"]["model_name"] = f"arcface-e2e-{uuid.uuid4().hex[:8]}"
+    params["imports"] = _external_models(tmp_path_factory.mktemp("external"), local_stack)
     (work / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     SERVICES.update(local_stack.env())
     _run(["git", "init", "-q"], work)
@@ -125,7 +173,10 @@ def test_one_mlflow_run_holds_all_stages_with_artifacts_in_s3(
     assert run.data.params["train.head"] == "arcface"
     experiment = client.get_experiment_by_name(_params(pipeline)["tracking"]["experiment"])
     assert run.info.experiment_id == experiment.experiment_id
-    assert len(client.search_runs([run.info.experiment_id])) == 1
+    runs = client.search_runs([run.info.experiment_id])  # the pipeline's, one per import
+    assert sorted(r.info.run_name for r in runs) == sorted(
+        ["pipeline", *(f"import:{name}" for name in IMPORTS)]
+    )
     artifacts = {a.path for d in ("plots", "reports") for a in client.list_artifacts(run_id, d)}
     assert {"plots/roc.png", "reports/evaluation.md"} <= artifacts
     # proxied artifacts: the server wrote them into the stack's bucket
@@ -188,6 +239,100 @@ def test_the_champion_serves_photos_over_rest(pipeline: Path, tmp_path: Path) ->
         np.stack([f.embedding for f in local.faces]),
         atol=1e-5,
     )
+
+
+def _headlines(table: dict, row: int) -> dict[str, float | None]:
+    return {key: values[row] for key, values in table.items() if "." in key}
+
+
+def test_the_leaderboard_holds_each_models_evaluate_metrics(pipeline: Path) -> None:
+    """`leaderboard`: one row per model (the pipeline's + both imports), its numbers those of
+    the model's own eval.json; published reference rows; set sizes; logged to MLflow."""
+    from arcflow.evaluate.published import PUBLISHED
+
+    table = json.loads((pipeline / "reports" / "leaderboard.json").read_text())
+    name = _params(pipeline)["registry"]["model_name"]
+    assert table["model"][:3] == [f"{name} (this pipeline)", *IMPORTS]
+    documents = [
+        pipeline / "metrics" / "eval.json",
+        *(pipeline / "metrics" / "imported" / n / "eval.json" for n in IMPORTS),
+    ]
+    for row, path in enumerate(documents):
+        evaluation = json.loads(path.read_text())
+        headlines = _headlines(table, row)
+        assert {"lfw.accuracy", "ijbc.tar_far_1e-4", "megaface.rank1"} <= set(headlines)
+        for key, value in headlines.items():
+            benchmark, metric = key.split(".", 1)
+            assert value == evaluation[benchmark][metric], (path, key)
+    assert _headlines(table, 3)["lfw.accuracy"] == PUBLISHED["lfw"]["accuracy"].paper
+    assert table["model"][-1] == "set size" and table["lfw.accuracy"][-1] == "600 pairs"
+    assert table["license"][1:3] == ["CC0-1.0 (e2e)", "MIT (e2e)"]
+    markdown = (pipeline / "reports" / "leaderboard.md").read_text()
+    assert f"| ext_mbf | {_params(pipeline)['imports']['ext_mbf']['uri']} | MIT (e2e) |" in markdown
+    run_id = json.loads((pipeline / "models" / "mlflow_run.json").read_text())["run_id"]
+    logged = {a.path for a in _client().list_artifacts(run_id)}
+    assert "leaderboard.json" in logged
+
+
+def test_imported_models_carry_their_provenance_into_mlflow(pipeline: Path) -> None:
+    """Each import has its own run: provenance as params and tags, its evaluate metrics,
+    and its logged face model (whose card states the licence)."""
+    from arcflow.imports.model_import import read_record
+
+    client, imports = _client(), _params(pipeline)["imports"]
+    for name in IMPORTS:
+        record = read_record(pipeline / "models" / "imported" / name)
+        run_file = pipeline / "models" / "imported" / name / "mlflow_run.json"
+        run = client.get_run(json.loads(run_file.read_text())["run_id"])
+        assert run.data.params["import.source"] == imports[name]["uri"] == record.source
+        assert run.data.params["import.sha256"] == record.sha256
+        assert run.data.tags["arcflow.import.license"] == imports[name]["license"]
+        lfw = json.loads((pipeline / "metrics" / "imported" / name / "eval.json").read_text())
+        assert run.data.metrics["eval.lfw.accuracy"] == lfw["lfw"]["accuracy"]
+        card = pipeline / "models" / "exported" / name / "face_model" / "model_card.md"
+        assert f"- Licence: {imports[name]['license']}" in card.read_text()
+    assert imports["ext_r18"]["sha256"] == read_record(pipeline / "models/imported/ext_r18").sha256
+    conventions = read_record(pipeline / "models" / "imported" / "ext_mbf").conventions
+    assert conventions is not None and conventions["normalisation"] == "inside"
+    assert conventions["batch"] == "1" and conventions["batch_handling"] == "scan"
+
+
+def test_an_imported_model_becomes_champion_only_through_the_gates_and_serves(
+    pipeline: Path, tmp_path: Path
+) -> None:
+    """`arcflow promote` of an imported model (its own registered name here): refused by an
+    absolute gate it misses, promoted once it passes them, then served like ours."""
+    import mlflow
+    import numpy as np
+    import pandas as pd
+
+    from arcflow.registry.store import aliases
+    from arcflow.serve.loading import load_pipeline
+
+    params = _params(pipeline)
+    name = params["registry"]["model_name"] = f"imported-e2e-{uuid.uuid4().hex[:8]}"
+    params["registry"]["min_metrics"] = {"eval.lfw.accuracy": 0.999}  # random weights miss it
+    gated = tmp_path / "gated.yaml"
+    gated.write_text(yaml.safe_dump(params, sort_keys=False))
+    info = "models/exported/ext_mbf/onnx_model.json"
+    promote = [sys.executable, "-m", "arcflow.cli", "promote", "--params", str(gated),
+               "--model-info", info, "--report", str(tmp_path / "promotion.md")]  # fmt: skip
+    refused = _run(promote, pipeline, expect=3)
+    assert "eval.lfw.accuracy" in refused.stdout and "champion" not in aliases(_client(), name)
+    params["registry"]["min_metrics"] = {}
+    gated.write_text(yaml.safe_dump(params, sort_keys=False))
+    assert "**Decision: promoted.**" in _run(promote, pipeline).stdout
+    version = _client().get_model_version_by_alias(name, "champion")
+    assert "- Licence: MIT (e2e)" in version.description
+
+    mlflow.set_tracking_uri(SERVICES["MLFLOW_TRACKING_URI"])  # undone after the module
+    portrait = insightface_photos()["Tom_Hanks_54745.png"].read_bytes()
+    served = mlflow.pyfunc.load_model(f"models:/{name}@champion")
+    rows = served.predict(pd.DataFrame({"image": [portrait]}))
+    assert len(rows) == 1 and len(rows["embedding"][0]) == 64  # the ONNX pack's 64-d
+    local = load_pipeline(str(pipeline / "models" / "exported" / "ext_mbf" / "face_model"))
+    expected = local.analyze([portrait]).faces[0].embedding
+    np.testing.assert_allclose(np.asarray(rows["embedding"][0]), expected, atol=1e-5)
 
 
 def test_second_repro_reruns_nothing(pipeline: Path) -> None:

@@ -25,7 +25,7 @@ from tests.integration.flow_helpers import api, child_flow_runs, flow_env, run_p
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
-STAGES = ["download@faces", "align", "train", "evaluate", "export"]
+STAGES = ["download@faces", "align", "train", "evaluate", "export", "leaderboard"]
 TWO_AT_ONCE = """\
 import json, time
 from prefect.client.orchestration import get_client

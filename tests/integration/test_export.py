@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -106,26 +107,29 @@ def test_stage_without_real_crops_fails_cleanly_and_writes_nothing(tmp_path: Pat
     assert not (tmp_path / "m.onnx").exists() and not (tmp_path / "metrics").exists()
 
 
-def test_stage_logs_the_face_model_that_pyfunc_loads_to_evaluates_embeddings(
-    tmp_path: Path, tiny_aligned: Path, mlflow_server: str
-) -> None:
-    import json
-
-    import mlflow
-
+def _run_and_metrics(folder: Path, mlflow_server: str) -> None:
+    """What the stages before export leave: an MLflow run record and the eval metrics."""
     from arcflow.config import TrackingParams
     from arcflow.tracking.run import start_run
 
-    kwargs = {"width": 0.125, "embedding_size": 32}
-    save_backbone(tmp_path / "b.pt", get_backbone("r18", **kwargs), "r18", kwargs)
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("MLFLOW_TRACKING_URI", mlflow_server)
-        with start_run(TrackingParams(), tmp_path, tmp_path / "r.json", run_name="x", tags={}):
+        with start_run(TrackingParams(), folder, folder / "r.json", run_name="x", tags={}):
             pass
-    (tmp_path / "metrics").mkdir()
-    (tmp_path / "metrics" / "eval.json").write_text(
+    (folder / "metrics").mkdir()
+    (folder / "metrics" / "eval.json").write_text(
         json.dumps({"lfw": {"accuracy": 0.75}, "ijbc": "not available"})
     )
+
+
+def test_stage_logs_the_face_model_that_pyfunc_loads_to_evaluates_embeddings(
+    tmp_path: Path, tiny_aligned: Path, mlflow_server: str
+) -> None:
+    import mlflow
+
+    kwargs = {"width": 0.125, "embedding_size": 32}
+    save_backbone(tmp_path / "b.pt", get_backbone("r18", **kwargs), "r18", kwargs)
+    _run_and_metrics(tmp_path, mlflow_server)
     (tmp_path / "dvc.lock").write_text(
         "stages:\n  train:\n    deps:\n    - path: data/aligned/train\n      md5: f00.dir\n"
     )
@@ -165,3 +169,35 @@ def test_stage_logs_the_face_model_that_pyfunc_loads_to_evaluates_embeddings(
         .read_text()
         .startswith("# Model card")
     )
+
+
+def test_stage_exports_an_imported_model_with_its_provenance_and_licence(
+    tmp_path: Path, tiny_aligned: Path, mlflow_server: str
+) -> None:
+    """An imported PyTorch checkpoint goes through the same parity gates; the logged model
+    carries where it came from (no DVC data version: it was not trained here)."""
+    import mlflow
+
+    from arcflow.imports.model_import import import_model
+
+    torch.save({"state_dict": _tiny(3).half().state_dict()}, tmp_path / "backbone.pth")
+    record = import_model(str(tmp_path / "backbone.pth"), tmp_path / "imported", license="CC0")
+    _run_and_metrics(tmp_path, mlflow_server)
+    proc = run_stage(
+        "export", "--params", PARAMS, "--model", tmp_path / "imported", "--run",
+        tmp_path / "r.json", "--out", tmp_path / "m.onnx", "--data", tiny_aligned.parent / "eval",
+        cwd=tmp_path, env={"MLFLOW_TRACKING_URI": mlflow_server},
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    info = json.loads((tmp_path / "models" / "onnx_model.json").read_text())
+    logged = mlflow.MlflowClient(mlflow_server).get_logged_model(info["model_id"])
+    assert logged.params["import.source"] == str(tmp_path / "backbone.pth")
+    assert logged.params["import.sha256"] == record.sha256
+    assert logged.params["import.license"] == "CC0"
+    assert logged.params["import.stored_dtype"] == "float16"
+    assert "data_version" not in logged.params
+    assert {m.key: m.value for m in logged.metrics}["export.max_abs_diff"] <= 1e-4
+    card = (tmp_path / "models" / "face_model" / "model_card.md").read_text()
+    assert "**Imported**, trained outside ArcFlow" in card and "- Licence: CC0" in card
+    assert "- Backbone: iresnet18 (width ×0.125), 32-d embedding" in card
+    assert "SynthFace" not in card  # whatever the pipeline's own data is

@@ -15,8 +15,8 @@ import torch
 
 from arcflow.errors import ArcFlowError, DataFormatError
 from arcflow.imports.model_import import import_model, read_record
-from arcflow.models import get_backbone
 from arcflow.models.saving import load_backbone
+from tests.external_models import trained_looking
 
 pytestmark = pytest.mark.unit
 
@@ -29,14 +29,7 @@ SOURCES = {  # small instances of each family: (name, kwargs)
 
 
 def _source(name: str) -> torch.nn.Module:
-    torch.manual_seed(0)
-    model = get_backbone(name, **SOURCES[name])
-    with torch.no_grad():  # non-trivial BatchNorm statistics, as a trained model has
-        for module in model.modules():
-            if isinstance(module, torch.nn.BatchNorm2d | torch.nn.BatchNorm1d):
-                module.running_mean.uniform_(-0.1, 0.1)
-                module.running_var.uniform_(0.5, 1.5)
-    return model.eval()
+    return trained_looking(name, 0, **SOURCES[name])
 
 
 def _crops() -> torch.Tensor:
@@ -142,3 +135,25 @@ def test_cli_imports_and_refuses_in_one_line(tmp_path: Path) -> None:
         capture_output=True, text=True, env=env, timeout=300,
     )  # fmt: skip
     assert bad_digest.returncode == 1 and "Traceback" not in bad_digest.stderr
+
+
+def test_evaluate_takes_the_model_folder_and_refuses_a_record_pointing_outside(
+    tmp_path: Path,
+) -> None:
+    from arcflow.evaluate.embed import load_encoder
+    from arcflow.imports.folder import imported_model
+
+    source = _source("iresnet18")
+    torch.save(source.state_dict(), tmp_path / "m.pth")
+    folder = tmp_path / "out"
+    import_model(str(tmp_path / "m.pth"), folder)
+    batch = _crops().numpy()
+    with torch.no_grad():
+        expected = source(_crops()).numpy()
+    # channels_last on the CPU sums in another order: float32 rounding of large activations
+    torch.testing.assert_close(load_encoder(folder)(batch), expected, rtol=1e-3, atol=1e-3)
+    record = json.loads((folder / "import.json").read_text())
+    for file, message in (("../m.pth", "not a .pt file"), ("gone.pt", "gone.pt is missing")):
+        (folder / "import.json").write_text(json.dumps({**record, "file": file}))
+        with pytest.raises(DataFormatError, match=message):
+            imported_model(folder)
