@@ -17,7 +17,7 @@ from typing import Annotated
 import typer
 
 from arcflow.config import load_params
-from arcflow.errors import ArcFlowError
+from arcflow.errors import ArcFlowError, first_line
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
 
@@ -44,7 +44,7 @@ def _clean_errors() -> Iterator[None]:
             typer.echo(f"hint: {exc.hint}", err=True)
         raise typer.Exit(1) from None
     except MlflowException as exc:
-        typer.echo(f"error: MLflow: {str(exc).splitlines()[0][:300]}", err=True)
+        typer.echo(f"error: MLflow: {first_line(exc)}", err=True)
         typer.echo("hint: is the tracking server up? (MLFLOW_TRACKING_URI)", err=True)
         raise typer.Exit(1) from None
 

@@ -7,6 +7,7 @@ one line naming the key and what is allowed.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -29,7 +30,7 @@ Probability = Annotated[float, Field(ge=0.0, le=1.0)]
 class Section(BaseModel):
     """Base for every params section: unknown keys are errors, not silently ignored."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True, allow_inf_nan=False)
 
 
 class SynthFaceParams(Section):
@@ -105,7 +106,9 @@ class RetryParams(Section):
     timeout_s: Annotated[float, Field(gt=0.0)] = 30.0
 
 
-SourceName = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")]
+#: Every name that becomes part of a path (sources, imports, align.source): no separators, no
+#: leading dot, bounded length.
+SourceName = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", max_length=64)]
 
 
 class DataParams(Section):
@@ -145,7 +148,7 @@ class ImportsParams(RootModel[dict[SourceName, ImportParams]]):
 class AlignParams(Section):
     """Face alignment to the 112x112 ArcFace template."""
 
-    source: Annotated[str, Field(pattern=r"^[A-Za-z0-9_.-]+$")] = "synthface"
+    source: SourceName = "synthface"
     detector: Literal["annotations", "mtcnn", "retinaface", "retinaface_mnet"] = "retinaface_mnet"
     retinaface_weights: str | None = None
     retinaface_size: Annotated[int, Field(ge=32)] = 640
@@ -431,13 +434,25 @@ def validate_section(name: str, raw: Any, *, source: str = "params.yaml") -> Bas
         raise ConfigError(f"{source}: {_describe(errors[0], name)}{more}") from None
 
 
+class _ParamsLoader(yaml.SafeLoader):
+    """YAML as DVC reads params.yaml: ``1e-4`` is a float (YAML 1.2), not the string PyYAML's
+    YAML 1.1 makes of it, so strict validation sees the number the user wrote."""
+
+
+_ParamsLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:[0-9][0-9_]*)(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"),
+    list("-+0123456789"),
+)
+
+
 def read_params_file(path: str | Path) -> dict[str, Any]:
     """Read a params file as a mapping, with a clear error if it is missing or not YAML."""
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"{path}: file not found", hint="run from the repository root")
     try:
-        raw = yaml.safe_load(path.read_text()) or {}
+        raw = yaml.load(path.read_text(), Loader=_ParamsLoader) or {}  # a SafeLoader
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" line {mark.line + 1}, column {mark.column + 1}" if mark else ""

@@ -50,3 +50,10 @@ class TrackingError(ArcFlowError):
 
 class RegistryError(ArcFlowError):
     """A promotion or rollback cannot be carried out (no candidate metrics, lock held, ...)."""
+
+
+def first_line(exc: BaseException, limit: int = 300) -> str:
+    """The first line of ``exc``'s message (its type name when empty), for one-line errors
+    wrapping a library's exception."""
+    text = str(exc).strip()
+    return text.splitlines()[0][:limit] if text else type(exc).__name__

@@ -6,8 +6,10 @@ whose ``reason`` is one of:
 
 - ``"empty"``: zero bytes;
 - ``"corrupt"``: a recognised format whose bytes are damaged or cut short;
-- ``"too_large"``: the header declares more than ``max_pixels`` pixels (refused before any
-  pixel is decoded, so a decompression bomb — a few KB declaring 20000x20000 — costs nothing);
+- ``"too_large"``: the header declares more than ``max_pixels`` pixels, or more than
+  ``max_bytes`` would be needed to decode it (refused before any pixel is decoded, so a
+  decompression bomb — a few KB declaring 20000x20000 — costs nothing), or decoding ran out of
+  memory all the same;
 - ``"unsupported"``: not a recognised image format, or pixels this module cannot represent
   as 8-bit BGR (e.g. floating-point samples).
 
@@ -46,7 +48,13 @@ import warnings
 import cv2
 import numpy as np
 
-from arcflow.errors import DataFormatError
+from arcflow.errors import DataFormatError, first_line
+
+#: At most what decoding needs per pixel: the decoder's 16-bit RGBA (8 bytes) and the 8-bit BGR
+#: output (3); alpha compositing and 16-bit scaling add one band of rows (:data:`_BAND_PIXELS`).
+BYTES_PER_PIXEL = 11
+DEFAULT_MAX_BYTES = 1 << 30
+_BAND_PIXELS = 1 << 20
 
 #: The values of :attr:`BadImage.reason`.
 REASONS = ("empty", "corrupt", "too_large", "unsupported")
@@ -96,12 +104,13 @@ def _as_bytes(buf: bytes | bytearray | memoryview | np.ndarray) -> bytes:
     raise TypeError(f"expected bytes or a uint8 numpy array, got {type(buf).__name__}")
 
 
-def _png_size(data: bytes, where: str) -> tuple[int, int]:
-    """(width, height) from IHDR; checks the chunk structure reaches IEND (no decoding)."""
+def _png_size(data: bytes, where: str, complete: bool = True) -> tuple[int, int]:
+    """(width, height) from IHDR; ``complete``: checks the chunk structure reaches IEND (no
+    decoding)."""
     if len(data) < 33 or data[12:16] != b"IHDR" or data[8:12] != b"\x00\x00\x00\x0d":
         raise _bad(where, "corrupt", "PNG without a valid IHDR chunk")
     width, height = struct.unpack_from(">II", data, 16)
-    if not data.endswith(_PNG_IEND):  # trailing bytes after IEND: walk the chunks
+    if complete and not data.endswith(_PNG_IEND):  # trailing bytes after IEND: walk the chunks
         pos = 8
         while True:
             if pos + 8 > len(data):
@@ -116,8 +125,9 @@ def _png_size(data: bytes, where: str) -> tuple[int, int]:
     return width, height
 
 
-def _jpeg_size(data: bytes, where: str) -> tuple[int, int]:
-    """(width, height) from the SOF segment; checks an EOI follows the scan (no decoding)."""
+def _jpeg_size(data: bytes, where: str, complete: bool = True) -> tuple[int, int]:
+    """(width, height) from the SOF segment; ``complete``: checks an EOI follows the scan
+    (no decoding)."""
     pos, size = 2, None
     while True:
         if pos + 2 > len(data) or data[pos] != 0xFF:
@@ -142,12 +152,14 @@ def _jpeg_size(data: bytes, where: str) -> tuple[int, int]:
                 raise _bad(where, "corrupt", "JPEG frame header too short")
             height, width = struct.unpack_from(">HH", data, pos + 5)
             size = (width, height)
+            if not complete:
+                break
         if marker == 0xDA:  # start of scan: entropy-coded data follows
             break
         pos += 2 + length
     if size is None:
         raise _bad(where, "corrupt", "JPEG without a frame header before its scan")
-    if data.rfind(b"\xff\xd9", pos) < 0:
+    if complete and data.rfind(b"\xff\xd9", pos) < 0:
         raise _bad(where, "corrupt", "JPEG truncated (no EOI marker after the image data)")
     if size[1] == 0:
         raise _bad(where, "unsupported", "JPEG with its height deferred to a DNL marker")
@@ -177,7 +189,11 @@ def _other_size(data: bytes, where: str) -> tuple[int, int, str]:
 
 
 def _to_bgr8(image: np.ndarray, where: str) -> np.ndarray:
-    """Grey/grey+alpha/BGR/BGRA, 8 or 16 bit -> BGR uint8 (alpha composited on black)."""
+    """Grey/grey+alpha/BGR/BGRA, 8 or 16 bit -> BGR uint8 (alpha composited on black).
+
+    Compositing and 16-to-8-bit scaling run in bands of rows written into the output, so the
+    extra memory is the output plus one band, whatever the image's size.
+    """
     if image.dtype == np.uint8:
         top = 255
     elif image.dtype == np.uint16:
@@ -186,18 +202,65 @@ def _to_bgr8(image: np.ndarray, where: str) -> np.ndarray:
         raise _bad(where, "unsupported", f"{image.dtype} samples (only 8- and 16-bit decode)")
     if image.ndim == 2:
         image = image[:, :, None]
-    channels = image.shape[2]
+    height, width, channels = image.shape
     if channels not in (1, 2, 3, 4):
         raise _bad(where, "unsupported", f"{channels} channels")
-    if channels in (2, 4):
-        wide = image.astype(np.uint32)
-        alpha = wide[:, :, -1:]
-        image = ((wide[:, :, :-1] * alpha + top // 2) // top).astype(image.dtype)
-    if image.dtype == np.uint16:
-        image = (image >> 8).astype(np.uint8)
-    if image.shape[2] == 1:
-        return cv2.cvtColor(image, cv2.COLOR_GRAY2BGR)
-    return np.ascontiguousarray(image)
+    if top == 255 and channels in (1, 3):
+        return _grey_to_bgr(np.ascontiguousarray(image))
+    out = np.empty((height, width, 1 if channels <= 2 else 3), np.uint8)
+    rows = max(1, _BAND_PIXELS // max(1, width))
+    for start in range(0, height, rows):
+        band = image[start : start + rows]
+        if channels in (2, 4):
+            wide = band.astype(np.uint32)
+            band = (wide[:, :, :-1] * wide[:, :, -1:] + top // 2) // top
+        out[start : start + rows] = band >> 8 if top == 65535 else band
+    return _grey_to_bgr(out)
+
+
+def _grey_to_bgr(image: np.ndarray) -> np.ndarray:
+    return cv2.cvtColor(image, cv2.COLOR_GRAY2BGR) if image.shape[2] == 1 else image
+
+
+def image_header(data: bytes, where: str, *, complete: bool = True) -> tuple[int, int, str]:
+    """``(width, height, format)`` from the header alone (PNG IHDR, JPEG SOF, else Pillow's
+    lazy open); ``complete`` also requires the file to run to its end marker."""
+    if data.startswith(_PNG_SIGNATURE):
+        (width, height), fmt = _png_size(data, where, complete), "PNG"
+    elif data.startswith(b"\xff\xd8"):
+        (width, height), fmt = _jpeg_size(data, where, complete), "JPEG"
+    else:
+        width, height, fmt = _other_size(data, where)
+    if width <= 0 or height <= 0:
+        raise _bad(where, "corrupt", f"header declares a {width}x{height} image")
+    return width, height, fmt
+
+
+def check_budget(width: int, height: int, where: str, *, max_pixels: int, max_bytes: int) -> None:
+    """Refuse (``too_large``) an image whose declared size exceeds either budget: pixels, or
+    the bytes decoding may need (:data:`BYTES_PER_PIXEL` per pixel at worst)."""
+    pixels = width * height
+    if pixels > max_pixels:
+        raise _bad(
+            where, "too_large", f"{width}x{height} = {pixels:,} pixels > max_pixels={max_pixels:,}"
+        )
+    if pixels * BYTES_PER_PIXEL > max_bytes:
+        raise _bad(
+            where,
+            "too_large",
+            f"{width}x{height} may need {pixels * BYTES_PER_PIXEL:,} bytes to decode > "
+            f"max_bytes={max_bytes:,}",
+        )
+
+
+def imdecode(data: bytes, flags: int, where: str) -> np.ndarray | None:
+    """``cv2.imdecode`` whose failures are :class:`BadImage`, never a raw MemoryError."""
+    try:
+        return cv2.imdecode(np.frombuffer(data, dtype=np.uint8), flags)
+    except MemoryError:
+        raise _bad(where, "too_large", "out of memory while decoding") from None
+    except cv2.error as exc:
+        raise _bad(where, "corrupt", f"the decoder failed ({first_line(exc, 120)})") from None
 
 
 def decode_image(
@@ -205,34 +268,27 @@ def decode_image(
     *,
     where: str,
     max_pixels: int = 64_000_000,
+    max_bytes: int = DEFAULT_MAX_BYTES,
 ) -> np.ndarray:
     """Decode an encoded image to ``H x W x 3`` BGR ``uint8``; raise :class:`BadImage`.
 
     ``buf`` is the file's bytes (or a ``uint8`` numpy array of them, e.g. from
     ``np.frombuffer`` or ``cv2.imencode``); ``where`` names it in the error message. Images
-    whose header declares more than ``max_pixels`` pixels are refused before decoding. See the
-    module docstring for truncation, alpha, 16-bit and EXIF handling.
+    whose header declares more than ``max_pixels`` pixels, or that may need more than
+    ``max_bytes`` to decode, are refused before decoding. See the module docstring for
+    truncation, alpha, 16-bit and EXIF handling.
     """
     data = _as_bytes(buf)
     if not data:
         raise _bad(where, "empty", "zero bytes")
-    if data.startswith(_PNG_SIGNATURE):
-        (width, height), fmt = _png_size(data, where), "PNG"
-    elif data.startswith(b"\xff\xd8"):
-        (width, height), fmt = _jpeg_size(data, where), "JPEG"
-    else:
-        width, height, fmt = _other_size(data, where)
-    if width <= 0 or height <= 0:
-        raise _bad(where, "corrupt", f"header declares a {width}x{height} image")
-    if width * height > max_pixels:
-        raise _bad(
-            where,
-            "too_large",
-            f"{width}x{height} = {width * height:,} pixels > max_pixels={max_pixels:,}",
-        )
-    image = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), cv2.IMREAD_UNCHANGED)
+    width, height, fmt = image_header(data, where)
+    check_budget(width, height, where, max_pixels=max_pixels, max_bytes=max_bytes)
+    image = imdecode(data, cv2.IMREAD_UNCHANGED, where)
     if image is None or image.size == 0:
         if fmt in ("PNG", "JPEG") or fmt in _OPENCV_FORMATS:
             raise _bad(where, "corrupt", f"damaged {fmt} data (the decoder rejected it)")
         raise _bad(where, "unsupported", f"{fmt} images are not decoded by this OpenCV build")
-    return _to_bgr8(image, where)
+    try:
+        return _to_bgr8(image, where)
+    except MemoryError:
+        raise _bad(where, "too_large", "out of memory while converting to 8-bit BGR") from None

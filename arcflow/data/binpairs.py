@@ -4,7 +4,9 @@ A .bin file is a pickle of ``(bins, issame_list)``: ``bins`` holds 2N encoded im
 (pair ``i`` is ``bins[2i]``, ``bins[2i+1]``) as bytes or uint8 arrays, ``issame_list``
 holds N bools. Loading uses a restricted unpickler that admits only the handful of
 callables this format needs; anything else raises :class:`UnsafePickleError` before it
-can run.
+can run. Those callables are checked too, so a pickle of a few bytes cannot allocate
+gigabytes (``bytes(n)``, an array built with a shape instead of from data), and the decoded
+images may not outweigh the file (one array referenced a million times).
 """
 
 from __future__ import annotations
@@ -24,6 +26,9 @@ import numpy as np
 from arcflow.errors import DataFormatError, UnsafePickleError
 
 PathLike = str | os.PathLike[str]
+#: The decoded images of a .bin may weigh at most this many times the file (honest files: <= 1;
+#: bytes pickled as latin-1 text take up to 2 file bytes per image byte).
+DECODE_FACTOR = 2
 
 
 @dataclass
@@ -63,24 +68,56 @@ def _latin1_encode(text: str, encoding: str = "latin1") -> bytes:
     return text.encode("latin1")
 
 
+class _NdarrayType:
+    """What a pickle gets for ``numpy.ndarray``: only :func:`_reconstruct` takes it; calling
+    it (an array of any shape, uninitialised, from a few bytes of pickle) is refused."""
+
+    def __new__(cls, *args: Any, **kwargs: Any) -> Any:
+        raise pickle.UnpicklingError("numpy.ndarray called directly (arrays come from data)")
+
+
+def _reconstruct(subtype: Any, shape: Any, dtype: Any) -> np.ndarray:
+    """numpy's ``_reconstruct`` as numpy pickles use it: an empty ndarray, filled from the
+    pickle's data by its ``__setstate__``; any other shape would allocate from nothing."""
+    if subtype is not _NdarrayType or tuple(shape) != (0,):
+        raise pickle.UnpicklingError(f"_reconstruct({subtype!r}, {shape!r}) is not numpy's")
+    return _numpy_attr("multiarray", "_reconstruct")(np.ndarray, (0,), dtype)
+
+
+def _from_data(kind: type) -> Callable[..., Any]:
+    """``bytes``/``bytearray`` from data only: ``bytes(10**10)`` would allocate from nothing."""
+
+    def build(*args: Any) -> Any:
+        if args and isinstance(args[0], int):
+            raise pickle.UnpicklingError(f"{kind.__name__}({args[0]}) allocates from nothing")
+        return kind(*args)
+
+    return build
+
+
 def _allowed() -> dict[tuple[str, str], Callable[..., Any]]:
     """The callables the .bin format needs, by every name a pickle may use for them."""
     numpy_objects = {
-        ("multiarray", "_reconstruct"): _numpy_attr("multiarray", "_reconstruct"),
+        ("multiarray", "_reconstruct"): _reconstruct,
         ("multiarray", "scalar"): _numpy_attr("multiarray", "scalar"),
         ("numeric", "_frombuffer"): _numpy_attr("numeric", "_frombuffer"),
     }
     allowed: dict[tuple[str, str], Callable[..., Any]] = {
-        ("numpy", "ndarray"): np.ndarray,
+        ("numpy", "ndarray"): _NdarrayType,
         ("numpy", "dtype"): np.dtype,
         ("_codecs", "encode"): _latin1_encode,
     }
     for (sub, name), obj in numpy_objects.items():
         allowed[(f"numpy.core.{sub}", name)] = obj
         allowed[(f"numpy._core.{sub}", name)] = obj
-    for builtin in (bytes, bytearray, bool, int, float, list, tuple, set, frozenset):
-        allowed[("builtins", builtin.__name__)] = builtin
-        allowed[("__builtin__", builtin.__name__)] = builtin  # Python 2 name
+    builtins: list[Callable[..., Any]] = [bool, int, float, list, tuple, set, frozenset]
+    for name, builtin in [
+        *((b.__name__, b) for b in builtins),  # type: ignore[attr-defined]
+        ("bytes", _from_data(bytes)),
+        ("bytearray", _from_data(bytearray)),
+    ]:
+        allowed[("builtins", name)] = builtin
+        allowed[("__builtin__", name)] = builtin  # Python 2 name
     return allowed
 
 
@@ -163,7 +200,15 @@ def _as_issame(path: Path, raw: Any) -> np.ndarray:
     raise DataFormatError(f"{path}: issame list has dtype {arr.dtype}, expected bool")
 
 
-def _validate(path: Path, obj: Any) -> PairSet:
+def _image_size(item: Any) -> int:
+    if isinstance(item, np.ndarray):
+        return int(item.nbytes)
+    return len(item) if isinstance(item, bytes | bytearray | memoryview) else 0
+
+
+def _validate(path: Path, obj: Any, budget: int | None = None) -> PairSet:
+    """The pair set in ``obj``; with ``budget``, its images may total at most that many bytes
+    (checked before any is copied)."""
     if not isinstance(obj, tuple | list) or len(obj) != 2:
         raise DataFormatError(f"{path}: expected a (bins, issame_list) 2-tuple")
     bins, raw_issame = obj
@@ -181,6 +226,13 @@ def _validate(path: Path, obj: Any) -> PairSet:
             f"{path}: pair {len(bins) // 2}: image {len(bins)} is missing "
             f"({len(bins)} images, expected {expected})"
         )
+    if budget is not None:
+        total = sum(_image_size(item) for item in bins)
+        if total > budget:
+            raise DataFormatError(
+                f"{path}: its images decode to {total:,} bytes, more than the file's "
+                f"{DECODE_FACTOR} x its size allows ({budget:,}): refused"
+            )
     images = [_as_image_bytes(path, i, item) for i, item in enumerate(bins)]
     return PairSet(images=images, issame=issame)
 
@@ -191,7 +243,8 @@ def _validate(path: Path, obj: Any) -> PairSet:
 def load_bin(path: PathLike) -> PairSet:
     """Load and validate an insightface .bin pair set without running foreign code."""
     path = Path(path)
-    return _validate(path, _load_any(path))
+    size = path.stat().st_size
+    return _validate(path, _load_any(path), budget=DECODE_FACTOR * size + 4096)
 
 
 def save_bin(path: PathLike, images: Sequence[bytes], issame: Sequence[bool]) -> None:

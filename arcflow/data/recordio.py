@@ -12,6 +12,7 @@ A payload is an ``IRHeader`` (``<IfQQ``, 24 bytes), then ``flag`` float32 labels
 
 from __future__ import annotations
 
+import math
 import mmap
 import os
 import secrets
@@ -516,7 +517,7 @@ def _write_text_atomic(path: Path, text: str) -> None:
 
 
 def read_face_property(rec_dir: PathLike) -> tuple[int, int, int]:
-    """``(num_classes, height, width)`` from ``rec_dir/property``."""
+    """``(num_classes, height, width)`` from ``rec_dir/property``, each checked positive."""
     path = Path(rec_dir) / "property"
     text = path.read_text(encoding="ascii", errors="replace").strip()
     try:
@@ -525,28 +526,45 @@ def read_face_property(rec_dir: PathLike) -> tuple[int, int, int]:
         raise DataFormatError(
             f"{path}: line 1: expected 'num_classes,height,width', got {text[:80]!r}"
         ) from None
+    if not (0 < num_classes <= _F32_EXACT and 0 < height <= 4096 and 0 < width <= 4096):
+        raise DataFormatError(f"{path}: line 1: {text[:80]!r}: values out of range")
     return num_classes, height, width
 
 
 def _header0_range(reader: RecordReader) -> tuple[int, int] | None:
-    """``(id_start, id_end)`` when record 0 is an insightface header0, else None."""
+    """``(id_start, id_end)`` when record 0 is an insightface header0, else None; both must
+    be integers inside the index (an image key range can never outnumber its records)."""
     if 0 not in reader:
         return None
     header = reader._checked_unpack(0)
     if header.flag == 0:
         return None
+    where = f"{reader.rec_path}: byte offset {reader.offset(0)}: header0"
     if header.flag < 2:
+        raise DataFormatError(f"{where} has {header.flag} label(s), expected 2")
+    first, end = header.label[0], header.label[1]
+    if not all(math.isfinite(v) and v == int(v) for v in (first, end)):
+        raise DataFormatError(f"{where} range [{first}, {end}) is not two integers")
+    id_start, id_end = int(first), int(end)
+    if not 1 <= id_start <= id_end <= len(reader) + 1 or id_end - id_start > len(reader):
         raise DataFormatError(
-            f"{reader.rec_path}: byte offset {reader.offset(0)}: header0 has {header.flag} "
-            "label(s), expected 2"
-        )
-    id_start, id_end = int(header.label[0]), int(header.label[1])
-    if not 1 <= id_start <= id_end:
-        raise DataFormatError(
-            f"{reader.rec_path}: byte offset {reader.offset(0)}: header0 range "
-            f"[{id_start}, {id_end}) is invalid"
+            f"{where} range [{id_start}, {id_end}) is invalid for an index of {len(reader)} records"
         )
     return id_start, id_end
+
+
+def _checked_labels(labels: np.ndarray, keys: np.ndarray, num_classes: int, where: str) -> None:
+    """Every label finite, integral and in ``[0, num_classes)``; the first bad one named."""
+    with np.errstate(invalid="ignore"):
+        bad = ~np.isfinite(labels) | (labels != np.floor(labels))
+        bad |= (labels < 0) | (labels >= num_classes)
+    if bad.any():
+        i = int(np.flatnonzero(bad)[0])
+        raise DataFormatError(
+            f"{where}: record {int(keys[i])}: label {float(labels[i])!r} is not an integer in "
+            f"[0, {num_classes}) ({int(bad.sum())} such labels)",
+            hint="num_classes comes from property, else header0, else the largest label + 1",
+        )
 
 
 def _face_index(reader: RecordReader, rec_dir: Path) -> FaceDatasetIndex:
@@ -561,14 +579,21 @@ def _face_index(reader: RecordReader, rec_dir: Path) -> FaceDatasetIndex:
                 f"{reader.idx_path}: image key {missing} has no entry (header0 at byte offset "
                 f"{reader.offset(0)} of {reader.rec_path} says keys 1..{header0[0] - 1})"
             )
-    labels = reader.header_labels(keys.tolist()).astype(np.int64)
+    raw = reader.header_labels(keys.tolist()).astype(np.float64)
     if (rec_dir / "property").exists():
         num_classes = read_face_property(rec_dir)[0]
+        if header0 is not None and num_classes != header0[1] - header0[0]:
+            raise DataFormatError(
+                f"{rec_dir / 'property'}: {num_classes} classes, but header0 of "
+                f"{reader.rec_path} lists {header0[1] - header0[0]} identities"
+            )
     elif header0 is not None:
         num_classes = header0[1] - header0[0]
     else:
-        num_classes = int(labels.max()) + 1 if len(labels) else 0
-    return FaceDatasetIndex(num_classes, keys, labels)
+        finite = raw[np.isfinite(raw)]
+        num_classes = int(min(finite.max(), _F32_EXACT)) + 1 if len(finite) else 0
+    _checked_labels(raw, keys, num_classes, str(reader.rec_path))
+    return FaceDatasetIndex(num_classes, keys, raw.astype(np.int64))
 
 
 def read_face_dataset_index(rec_dir: PathLike) -> tuple[int, np.ndarray, np.ndarray]:

@@ -7,14 +7,29 @@ import cv2
 import numpy as np
 import torch
 
+from arcflow.align.imageio import DEFAULT_MAX_BYTES, check_budget, image_header, imdecode
 from arcflow.errors import DataFormatError
 
+#: Crops are 112x112; anything above 4096x4096 in a training or evaluation set is refused.
+MAX_CROP_PIXELS = 4096 * 4096
 
-def decode_rgb(buf: bytes | np.ndarray, *, where: str = "image") -> np.ndarray:
-    """Decode JPEG/PNG bytes to an RGB uint8 array; names ``where`` on failure."""
+
+def decode_rgb(
+    buf: bytes | np.ndarray, *, where: str = "image", max_pixels: int = MAX_CROP_PIXELS
+) -> np.ndarray:
+    """Decode JPEG/PNG bytes to an RGB uint8 array; names ``where`` on failure.
+
+    The header's size is checked against ``max_pixels`` (and the decode's byte budget) before
+    any pixel is decoded: a tiny PNG declaring 30000x30000 is refused, not decoded.
+    """
     arr = np.frombuffer(buf, dtype=np.uint8) if isinstance(buf, bytes | bytearray) else buf
     # cv2.imdecode raises (not returns None) on an empty buffer, e.g. a header-only record
-    bgr = cv2.imdecode(arr, cv2.IMREAD_COLOR) if arr.size else None
+    if not arr.size:
+        raise DataFormatError(f"{where}: not a decodable image (0 bytes)")
+    data = arr.tobytes()
+    width, height, _ = image_header(data, where, complete=False)
+    check_budget(width, height, where, max_pixels=max_pixels, max_bytes=DEFAULT_MAX_BYTES)
+    bgr = imdecode(data, cv2.IMREAD_COLOR, where)
     if bgr is None:
         raise DataFormatError(f"{where}: not a decodable image ({len(arr)} bytes)")
     return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)

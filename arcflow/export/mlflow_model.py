@@ -7,7 +7,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from arcflow.errors import TrackingError
+from arcflow.errors import TrackingError, first_line
 from arcflow.serve.bundle import CONFIG_NAME, read_bundle
 from arcflow.tracking.run import flatten
 
@@ -48,7 +48,7 @@ def download_onnx(model_uri: str, dst: Path | None = None) -> Path:
         )
     except MlflowException as exc:
         raise TrackingError(
-            f"{model_uri}: cannot download ({str(exc).splitlines()[0][:200]})",
+            f"{model_uri}: cannot download ({first_line(exc, 200)})",
             hint="check the model name and alias (arcflow champion) and MLFLOW_TRACKING_URI",
         ) from None
     bundles = sorted(local.rglob(CONFIG_NAME))

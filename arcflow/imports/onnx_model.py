@@ -25,7 +25,7 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-from arcflow.errors import DataFormatError, ExportError
+from arcflow.errors import DataFormatError, ExportError, first_line
 from arcflow.export.onnx import CONTRACT, INPUT_NAME, OUTPUT_NAME
 
 #: protobuf cannot parse one message above 2 GiB; larger files would need external data.
@@ -116,7 +116,7 @@ def read_model(path: Path, where: str) -> onnx.ModelProto:
         model = onnx.load(str(path), load_external_data=False)
     except (DecodeError, ValueError, OSError, RuntimeError) as exc:
         raise DataFormatError(
-            f"{where}: not a readable ONNX model (truncated or corrupt?): {_first_line(exc)}"
+            f"{where}: not a readable ONNX model (truncated or corrupt?): {first_line(exc)}"
         ) from None
     external = [t.name or "(unnamed)" for t in _tensors(model.graph) if _is_external(t)]
     if external:
@@ -234,7 +234,7 @@ def self_check(
         try:
             out = reference.run([conv.output_name], {conv.input_name: row[None]})[0]
         except Exception as exc:  # onnxruntime raises its own untyped errors
-            detail = _first_line(exc)
+            detail = first_line(exc)
             raise DataFormatError(f"{where}: onnxruntime cannot run it: {detail}") from None
         if np.shape(out) != (1, conv.embedding_size):
             raise DataFormatError(
@@ -248,7 +248,7 @@ def self_check(
         got = session.run([OUTPUT_NAME], {INPUT_NAME: x})
     except Exception as exc:
         raise ExportError(
-            f"{where}: the canonical model fails on a batch of {rows}: {_first_line(exc)}"
+            f"{where}: the canonical model fails on a batch of {rows}: {first_line(exc)}"
         ) from None
     got = np.asarray(got[0], np.float32)
     if got.shape != want.shape:
@@ -371,7 +371,7 @@ def _upgrade(model: onnx.ModelProto, where: str) -> onnx.ModelProto:
     except Exception as exc:  # the converter raises untyped C++ errors
         raise DataFormatError(
             f"{where}: opset {_opset(model, where)} is older than {MIN_OPSET} and onnx's "
-            f"version converter cannot upgrade it: {_first_line(exc)}",
+            f"version converter cannot upgrade it: {first_line(exc)}",
             hint=f"re-export the model with opset {MIN_OPSET} or later",
         ) from None
 
@@ -537,7 +537,7 @@ def _session(model: onnx.ModelProto, failure: str, error: type[Exception]) -> An
             model.SerializeToString(), options, providers=["CPUExecutionProvider"]
         )
     except Exception as exc:  # onnxruntime raises its own untyped errors
-        raise error(f"{failure}: {_first_line(exc)}") from None
+        raise error(f"{failure}: {first_line(exc)}") from None
 
 
 def _finish(model: onnx.ModelProto, metadata: dict[str, str]) -> None:
@@ -551,7 +551,7 @@ def _check(model: onnx.ModelProto, where: str) -> None:
         onnx.checker.check_model(model, full_check=True)
     except (onnx.checker.ValidationError, onnx.shape_inference.InferenceError) as exc:
         raise ExportError(
-            f"{where}: the canonical model fails onnx.checker: {_first_line(exc)}"
+            f"{where}: the canonical model fails onnx.checker: {first_line(exc)}"
         ) from None
 
 
@@ -567,11 +567,6 @@ def _shape(dims: list[int | None] | None) -> str:
     if dims is None:
         return "of unknown shape"
     return "(" + ", ".join("?" if d is None else str(d) for d in dims) + ")"
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0][:300] if text else type(exc).__name__
 
 
 def _some(names: list[str], n: int = 3) -> str:

@@ -22,7 +22,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from arcflow.errors import DataFormatError
+from arcflow.errors import DataFormatError, first_line
 from arcflow.models import get_backbone, list_backbones
 
 #: Keys under which training scripts wrap the model's state dict.
@@ -48,15 +48,15 @@ def read_state_dict(path: Path) -> tuple[dict[str, torch.Tensor], str]:
     try:
         blob = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
-        first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else ""
         raise DataFormatError(
-            f"{path}: not a tensors-only checkpoint, refused without running it ({first})",
+            f"{path}: not a tensors-only checkpoint, refused without running it "
+            f"({first_line(exc, 200)})",
             hint="save the model's state_dict() (torch.save(model.state_dict(), path))",
         ) from None
     except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError, OSError) as exc:
-        first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
         raise DataFormatError(
-            f"{path}: not a readable PyTorch checkpoint (truncated or corrupt?): {first}"
+            f"{path}: not a readable PyTorch checkpoint (truncated or corrupt?): "
+            f"{first_line(exc, 200)}"
         ) from None
     state = _unwrap(blob, path)
     dtypes = {str(t.dtype).removeprefix("torch.") for t in state.values() if t.is_floating_point()}

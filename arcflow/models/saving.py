@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pickle
 from pathlib import Path
 from typing import Any
 
@@ -9,7 +10,7 @@ import torch
 from torch import nn
 
 from arcflow.atomic import atomic_file
-from arcflow.errors import DataFormatError
+from arcflow.errors import DataFormatError, first_line
 from arcflow.models import get_backbone
 
 
@@ -25,10 +26,19 @@ def load_backbone(path: str | Path) -> nn.Module:
     path = Path(path)
     try:
         blob = torch.load(path, map_location="cpu", weights_only=True)
-        model = get_backbone(blob["name"], **blob["kwargs"])
-        model.load_state_dict(blob["state_dict"], strict=True)
     except FileNotFoundError:
         raise DataFormatError(f"{path}: no such model file") from None
-    except (KeyError, RuntimeError, TypeError) as exc:
-        raise DataFormatError(f"{path}: not an ArcFlow backbone checkpoint ({exc})") from None
+    except pickle.UnpicklingError:
+        raise DataFormatError(
+            f"{path}: not a tensors-only checkpoint, refused without running it"
+        ) from None
+    except Exception as exc:  # torn zip, not a torch file: torch raises many types
+        raise DataFormatError(f"{path}: not a readable checkpoint ({first_line(exc)})") from None
+    try:
+        model = get_backbone(blob["name"], **blob["kwargs"])
+        model.load_state_dict(blob["state_dict"], strict=True)
+    except (KeyError, RuntimeError, TypeError, ValueError) as exc:
+        raise DataFormatError(
+            f"{path}: not an ArcFlow backbone checkpoint ({first_line(exc)})"
+        ) from None
     return model.eval()

@@ -11,7 +11,7 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
-from arcflow.errors import RegistryError
+from arcflow.errors import RegistryError, first_line
 
 CHAMPION = "champion"
 CHALLENGER = "challenger"
@@ -42,7 +42,7 @@ def logged_model(client: Any, model_id: str) -> Candidate:
         model = client.get_logged_model(model_id)
     except MlflowException as exc:
         raise RegistryError(
-            f"logged model {model_id} is not in the tracking store: {str(exc).splitlines()[0]}",
+            f"logged model {model_id} is not in the tracking store: {first_line(exc)}",
             hint="export logs the model (dvc repro export); check MLFLOW_TRACKING_URI",
         ) from None
     latest: dict[str, tuple[int, int, float]] = {}

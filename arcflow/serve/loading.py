@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from arcflow.errors import ConfigError, TrackingError
+from arcflow.errors import ConfigError, TrackingError, first_line
 from arcflow.serve.bundle import CONFIG_NAME
 from arcflow.serve.pipeline import FacePipeline, load_bundle
 
@@ -38,9 +38,8 @@ def _download(uri: str, dst: Path | None) -> Path:
             )
         )
     except (MlflowException, OSError) as exc:
-        first = str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__
         raise TrackingError(
-            f"{uri}: cannot load the model ({first})",
+            f"{uri}: cannot load the model ({first_line(exc, 200)})",
             hint="check the name and alias (arcflow champion) and MLFLOW_TRACKING_URI",
         ) from None
 

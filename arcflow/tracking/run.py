@@ -15,7 +15,7 @@ from typing import Any
 
 from arcflow.atomic import write_json
 from arcflow.config import TrackingParams
-from arcflow.errors import TrackingError
+from arcflow.errors import TrackingError, first_line
 
 ENV_URI = "MLFLOW_TRACKING_URI"
 
@@ -50,9 +50,8 @@ def configure(params: TrackingParams, root: Path) -> str:
             mlflow.create_experiment(params.experiment, artifact_location=location)
         mlflow.set_experiment(params.experiment)
     except MlflowException as exc:
-        first_line = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise TrackingError(
-            f"MLflow tracking store {uri} is not usable: {first_line[:300]}",
+            f"MLflow tracking store {uri} is not usable: {first_line(exc)}",
             hint=f"start the server or unset {ENV_URI} to use the local store",
         ) from None
     return uri

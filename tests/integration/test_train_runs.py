@@ -78,7 +78,7 @@ def _kill_after_checkpoint(folder: Path, data: Path, step: int) -> list[str]:
         assert time.monotonic() < deadline, "no checkpoint appeared"
         time.sleep(0.05)
         with contextlib.suppress(FileNotFoundError, EOFError, RuntimeError):  # not yet / torn
-            done = torch.load(checkpoint, weights_only=False)["step"]
+            done = torch.load(checkpoint, weights_only=True)["step"]
     proc.send_signal(signal.SIGKILL)
     proc.communicate()
     assert proc.returncode == -signal.SIGKILL, "training ended before it could be killed"

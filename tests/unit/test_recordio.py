@@ -330,10 +330,12 @@ def test_header0_with_bad_range_is_rejected(tmp_path: Path) -> None:
         read_face_dataset_index(tmp_path)
 
 
-def test_property_overrides_num_classes(tmp_path: Path) -> None:
+def test_property_must_agree_with_header0(tmp_path: Path) -> None:
     write_face_dataset(tmp_path, _samples([1, 1]))
+    assert read_face_dataset_index(tmp_path)[0] == 2
     (tmp_path / "property").write_text("85742,112,112\n")
-    assert read_face_dataset_index(tmp_path)[0] == 85742
+    with pytest.raises(DataFormatError, match=r"85742 classes, but header0 of .* lists 2"):
+        read_face_dataset_index(tmp_path)
 
 
 @pytest.mark.parametrize(

@@ -23,7 +23,7 @@ import numpy as np
 
 from arcflow.align.detectors.priors import PriorBoxDetector
 from arcflow.align.detectors.retinaface_mnet_weights import extract_onnx, retinaface_mnet_weights
-from arcflow.errors import ConfigError, DataFormatError
+from arcflow.errors import ConfigError, DataFormatError, first_line
 
 #: biubug6's per-channel mean, BGR order, in 0..255 pixel units.
 MEAN_BGR = (104.0, 117.0, 123.0)
@@ -92,9 +92,8 @@ class RetinaFaceMNetDetector(PriorBoxDetector):
         try:
             self._session = ort.InferenceSession(model, options, providers=self.providers)
         except Exception as exc:
-            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             raise DataFormatError(
-                f"{self.weights}: not a loadable ONNX model: {first}", hint=_EXPECTED
+                f"{self.weights}: not a loadable ONNX model: {first_line(exc)}", hint=_EXPECTED
             ) from exc
         self._input, self._outputs = check_signature(self._session, self.weights)
         self._mean = np.array(MEAN_BGR, np.float32)
