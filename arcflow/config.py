@@ -98,6 +98,14 @@ class S3Params(Section):
     profile: str | None = None
 
 
+class ExtractLimitsParams(Section):
+    """What unpacking one downloaded archive may cost (zip and tar bombs are refused)."""
+
+    max_bytes: Annotated[int, Field(ge=1)] = 1 << 40
+    max_ratio: Annotated[float, Field(gt=0.0)] = 200.0
+    max_members: Annotated[int, Field(ge=1)] = 2_000_000
+
+
 class RetryParams(Section):
     """Transient-failure handling of downloads."""
 
@@ -121,6 +129,7 @@ class DataParams(Section):
     )
     s3: S3Params = S3Params()
     retry: RetryParams = RetryParams()
+    extract_limits: ExtractLimitsParams = ExtractLimitsParams()
 
 
 class ImportParams(Section):

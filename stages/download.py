@@ -11,7 +11,7 @@ from pathlib import Path
 
 from arcflow.atomic import atomic_dir
 from arcflow.config import DataParams, SynthFaceParams
-from arcflow.data.sources import RetryPolicy, S3Options, Source, fetch
+from arcflow.data.sources import ExtractLimits, RetryPolicy, S3Options, Source, fetch
 from arcflow.data.synthface_release import write_release
 from arcflow.errors import ConfigError
 from stages.common import log, params, parser, run
@@ -41,6 +41,7 @@ def download(name: str, data: DataParams, out: Path) -> None:
         out.parent,
         s3=S3Options(**data.s3.model_dump()),
         retry=RetryPolicy(**data.retry.model_dump()),
+        limits=ExtractLimits(**data.extract_limits.model_dump()),
     )
     log.info("download: %s (%s) -> %s", name, source.uri, fetched)
 

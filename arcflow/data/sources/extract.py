@@ -4,19 +4,26 @@ Refused (naming the archive and the member): absolute paths, ``..`` components, 
 hard links whose target leaves the extraction root, device/fifo/socket members, and any write
 whose real location (after following links already extracted) is outside the root. tarfile's
 ``data`` filter is applied as a second line of defence where this Python has it.
+
+Unpacking has a budget (:class:`ExtractLimits`): bytes written, their ratio to the archive's
+size, and members. A zip's central directory is checked before anything is written (and the
+free disk space against what it declares); every write is counted as it happens, since sizes
+in headers can lie. Over budget, nothing of the archive is kept.
 """
 
 from __future__ import annotations
 
 import os
 import re
+import shutil
 import stat
 import tarfile
 import zipfile
+from collections.abc import Callable
 from pathlib import Path
 
 from arcflow.atomic import atomic_dir
-from arcflow.data.sources.spec import is_archive_name
+from arcflow.data.sources.spec import ExtractLimits, is_archive_name
 from arcflow.data.sources.stream import pump, write_errors
 from arcflow.errors import SourceError
 
@@ -28,8 +35,60 @@ class _Unsafe(Exception):
     """A member that must not be extracted; ``str()`` says why."""
 
 
-def extract_archive(archive: Path, target: Path, *, label: str | None = None) -> None:
-    """Unpack the zip or tar ``archive`` so that ``target`` becomes its tree, atomically.
+class _OverBudget(Exception):
+    """Unpacking would exceed a limit; ``str()`` says which."""
+
+
+class _Budget:
+    """Counts members and bytes written against :class:`ExtractLimits`."""
+
+    def __init__(self, limits: ExtractLimits, archive_size: int) -> None:
+        self.limits = limits
+        by_ratio = int(limits.max_ratio * max(archive_size, 1))
+        self.max_bytes, self.key = min((limits.max_bytes, "max_bytes"), (by_ratio, "max_ratio"))
+        self.members = 0
+        self.written = 0
+
+    def check_members(self, count: int) -> None:
+        if count > self.limits.max_members:
+            raise _OverBudget(
+                f"more than {self.limits.max_members:,} members (data.extract_limits.max_members)"
+            )
+
+    def check_bytes(self, total: int) -> None:
+        if total > self.max_bytes:
+            raise _OverBudget(
+                f"it unpacks to more than {self.max_bytes:,} bytes (data.extract_limits.{self.key})"
+            )
+
+    def member(self) -> None:
+        self.members += 1
+        self.check_members(self.members)
+
+    def add(self, size: int) -> None:
+        self.written += size
+        self.check_bytes(self.written)
+
+    def counted(self, read: Callable[[int], bytes]) -> Callable[[int], bytes]:
+        """``read`` (a member's), counting what it returns against the byte budget."""
+
+        def read_counted(n: int) -> bytes:
+            chunk = read(n)
+            self.add(len(chunk))
+            return chunk
+
+        return read_counted
+
+
+def extract_archive(
+    archive: Path,
+    target: Path,
+    *,
+    label: str | None = None,
+    limits: ExtractLimits = ExtractLimits(),  # noqa: B008 - frozen, so a shared default is safe
+) -> None:
+    """Unpack the zip or tar ``archive`` so that ``target`` becomes its tree, atomically,
+    within ``limits``.
 
     ``label`` is the name used in messages and for format detection (default: file name).
     """
@@ -37,16 +96,22 @@ def extract_archive(archive: Path, target: Path, *, label: str | None = None) ->
     kind = _kind(archive, label)
     if kind is None:
         raise SourceError(f"{label} is not a zip or tar archive")
+    budget = _Budget(limits, archive.stat().st_size)
     with atomic_dir(target) as tmp:
         try:
             if kind == "zip":
-                _extract_zip(archive, tmp)
+                _extract_zip(archive, tmp, budget)
             else:
-                _extract_tar(archive, tmp)
+                _extract_tar(archive, tmp, budget)
             _check_links(tmp)
         except _Unsafe as exc:
             raise SourceError(
                 f"unsafe archive {label}: {exc}", hint="nothing was extracted from it"
+            ) from None
+        except _OverBudget as exc:
+            raise SourceError(
+                f"archive {label}: {exc}; nothing was extracted",
+                hint="raise data.extract_limits in params.yaml if you trust this archive",
             ) from None
         except (zipfile.BadZipFile, tarfile.TarError, EOFError) as exc:
             raise SourceError(f"cannot read archive {label}: {exc}") from exc
@@ -125,9 +190,12 @@ def _check_links(root: Path) -> None:
                 raise _Unsafe(f"member {rel!r} is a symlink that resolves outside the root")
 
 
-def _extract_tar(archive: Path, root: Path) -> None:
+def _extract_tar(archive: Path, root: Path, budget: _Budget) -> None:
     with tarfile.open(archive) as tf:
-        for member in tf.getmembers():
+        for member in tf:  # lazily: a header bomb stops at the member limit
+            budget.member()
+            budget.add(member.size if member.isfile() else 0)
+            tf.members.clear()  # tarfile would keep every header in memory
             name = member.name
             parts = _parts(name)
             if not parts:
@@ -151,9 +219,22 @@ def _extract_tar(archive: Path, root: Path) -> None:
                 raise _Unsafe(f"member {name!r} refused by tarfile's data filter: {exc}") from None
 
 
-def _extract_zip(archive: Path, root: Path) -> None:
+def _check_declared(infos: list[zipfile.ZipInfo], root: Path, budget: _Budget) -> None:
+    """The central directory against the budget and the free disk space, before any write."""
+    budget.check_members(len(infos))
+    declared = sum(info.file_size for info in infos)
+    budget.check_bytes(declared)
+    free = shutil.disk_usage(root).free
+    if declared > free:
+        raise _OverBudget(f"it declares {declared:,} bytes, {free:,} free on {root.parent}")
+
+
+def _extract_zip(archive: Path, root: Path, budget: _Budget) -> None:
     with zipfile.ZipFile(archive) as zf:
-        for info in zf.infolist():
+        infos = zf.infolist()
+        _check_declared(infos, root, budget)
+        for info in infos:
+            budget.member()
             name = info.filename
             parts = _parts(name)
             if not parts:
@@ -177,6 +258,6 @@ def _extract_zip(archive: Path, root: Path) -> None:
                 with write_errors(dest):
                     dest.parent.mkdir(parents=True, exist_ok=True)
                     with zf.open(info) as src, open(dest, "wb") as out:
-                        pump(src.read, out, dest)
+                        pump(budget.counted(src.read), out, dest)
                 if mode & 0o111:
                     dest.chmod(0o755)

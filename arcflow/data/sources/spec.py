@@ -60,6 +60,20 @@ class S3Options:
 
 
 @dataclass(frozen=True)
+class ExtractLimits:
+    """What unpacking one archive may cost: bytes written, their ratio to the archive's size,
+    and members (files, folders, links). Zip and tar bombs hit one of them."""
+
+    max_bytes: int = 1 << 40
+    max_ratio: float = 200.0
+    max_members: int = 2_000_000
+
+    def __post_init__(self) -> None:
+        if self.max_bytes < 1 or self.max_ratio <= 0 or self.max_members < 1:
+            raise ValueError("extract limits must be positive")
+
+
+@dataclass(frozen=True)
 class RetryPolicy:
     """Transient failures are retried ``attempts`` times in all, waiting
     ``backoff_s * 2**(n-1)`` after the n-th; ``timeout_s`` bounds each connect and read."""
