@@ -82,6 +82,24 @@ def alive(pid: int) -> bool:
     return True
 
 
+def identity(pid: int) -> dict[str, str] | None:
+    """What tells the process ``pid`` from a later one given the same number: the boot it runs
+    in, its start time (clock ticks since boot) and its command line; None when it is gone."""
+    try:
+        boot = Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return None
+    start = stat.rsplit(")", 1)[1].split()[19]  # field 22, starttime
+    return {"boot": boot, "start": start, "cmdline": cmdline.decode(errors="replace")}
+
+
+def is_ours(pid: int, recorded: Mapping[str, str] | None) -> bool:
+    """Whether ``pid`` is still the process recorded as ``recorded`` (its :func:`identity`)."""
+    return bool(recorded) and identity(pid) == dict(recorded or {})
+
+
 def stop(pid: int, grace: float = 20.0) -> None:
     """SIGTERM the process group of ``pid``, SIGKILL it after ``grace`` seconds."""
     with contextlib.suppress(ProcessLookupError):

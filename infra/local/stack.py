@@ -19,7 +19,16 @@ import sys
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from infra.local.processes import alive, free_port, healthy, start, stop, wait_healthy
+from infra.local.processes import (
+    alive,
+    free_port,
+    healthy,
+    identity,
+    is_ours,
+    start,
+    stop,
+    wait_healthy,
+)
 
 DEFAULT_DIR = Path(".services")
 BUCKETS = {"data": "arcflow-data", "dvc": "arcflow-dvc", "mlflow": "arcflow-mlflow"}
@@ -40,6 +49,7 @@ class Stack:
     mlflow_url: str
     prefect_url: str
     pids: dict[str, int] = field(default_factory=dict)
+    identities: dict[str, dict[str, str]] = field(default_factory=dict)  # boot, start, cmdline
     buckets: dict[str, str] = field(default_factory=lambda: dict(BUCKETS))
 
     @property
@@ -143,6 +153,7 @@ def up(root: Path = DEFAULT_DIR, *, timeout: float = 180.0) -> Stack:
             log = root / "logs" / f"{name}.log"
             proc = start(cmd, log, env)
             stack.pids[name] = proc.pid
+            stack.identities[name] = identity(proc.pid) or {}
             _state_file(root).write_text(json.dumps(asdict(stack), indent=2))
             wait_healthy(proc, stack.health_urls[name], log, name=name, timeout=timeout)
             if name == "s3":
@@ -163,10 +174,15 @@ def down(root: Path = DEFAULT_DIR) -> list[str]:
     except (OSError, ValueError):
         return []
     stopped = []
+    identities = record.get("identities", {})
     for name, pid in reversed(list(record.get("pids", {}).items())):
-        if alive(pid):
-            stop(pid)
-            stopped.append(name)
+        if not alive(pid):
+            continue
+        if not is_ours(pid, identities.get(name)):  # a reboot or time reused the number
+            print(f"{name}: pid {pid} is another process now; not signalled", file=sys.stderr)
+            continue
+        stop(pid)
+        stopped.append(name)
     _state_file(root).unlink(missing_ok=True)
     (root / "stack.env").unlink(missing_ok=True)
     return stopped
