@@ -37,6 +37,8 @@ class Route:
     delay_first: float = 0.0  # sleep before answering the first request
     ranges: bool = True  # honour Range (False: answer 200 with the whole body)
     wrong_range_start: bool = False  # answer a Range request with bytes from 0
+    etag: str | None = '"v1"'  # the validator sent (None: neither ETag nor Last-Modified)
+    changed_body: bytes | None = None  # from the second request on, serve this (ETag "v2")
 
 
 class Server(ThreadingHTTPServer):
@@ -83,9 +85,12 @@ class Handler(BaseHTTPRequestHandler):
         if count <= route.fail_first:
             self.send_error(500)
             return
-        body, start = route.body, 0
+        body, start, etag = route.body, 0, route.etag
+        if route.changed_body is not None and count > 1:
+            body, etag = route.changed_body, '"v2"'
         match = re.fullmatch(r"bytes=(\d+)-", self.headers.get("Range", ""))
-        if match and route.ranges:
+        if_range = self.headers.get("If-Range")
+        if match and route.ranges and (if_range is None or if_range == etag):
             start = 0 if route.wrong_range_start else int(match[1])
             if start >= len(body):
                 self.send_response(416)
@@ -98,6 +103,8 @@ class Handler(BaseHTTPRequestHandler):
         else:
             self.send_response(200)
         self.send_header("Content-Length", str(len(body) - start))
+        if etag is not None:
+            self.send_header("ETag", etag)
         self.send_header("Content-Type", "application/octet-stream")
         self.end_headers()
         payload = body[start:]
@@ -154,6 +161,27 @@ def test_dropped_connection_resumes_with_range(server: Server, tmp_path: Path) -
     first, second = server.seen("/data.bin")
     assert "Range" not in first
     assert second["Range"] == f"bytes={cut}-"
+
+
+@pytest.mark.attack
+def test_without_a_validator_a_dropped_download_starts_over(server: Server, tmp_path: Path) -> None:
+    """Nothing ties the bytes held to the file served now: no Range, a fresh download."""
+    server.routes["/data.bin"] = Route(drop_after=1000, etag=None)
+    out = fetch(Source("raw", server.url("/data.bin")), tmp_path, retry=FAST)
+    assert out.read_bytes() == BODY
+    assert [r.get("Range") for r in server.seen("/data.bin")] == [None, None]
+
+
+@pytest.mark.attack
+def test_a_file_changed_between_attempts_is_not_spliced(server: Server, tmp_path: Path) -> None:
+    """The resume carries If-Range: the server, whose file changed, answers 200 with the whole
+    new file, and that is what lands (not 1000 old bytes + the new file's tail)."""
+    new = bytes(reversed(BODY))
+    server.routes["/data.bin"] = Route(drop_after=1000, changed_body=new)
+    out = fetch(Source("raw", server.url("/data.bin")), tmp_path, retry=FAST)
+    assert out.read_bytes() == new
+    second = server.seen("/data.bin")[1]
+    assert second["Range"] == "bytes=1000-" and second["If-Range"] == '"v1"'
 
 
 def test_server_ignoring_range_restarts_from_zero(server: Server, tmp_path: Path) -> None:

@@ -143,6 +143,29 @@ def test_prefix_mirrors_the_tree(client: Any, bucket: str, opts: S3Options, tmp_
     assert sorted(p.name for p in tmp_path.iterdir()) == ["raw"]
 
 
+@pytest.mark.attack
+def test_prefix_resume_refetches_an_object_replaced_with_the_same_size(
+    client: Any, bucket: str, opts: S3Options, tmp_path: Path
+) -> None:
+    """A finished object in the staging tree is kept only if its ETag is still the listing's:
+    an object replaced since (same size, other bytes) is fetched again, not kept stale."""
+    for rel, data in {"a.txt": b"old!", "b.txt": b"keep"}.items():
+        client.put_object(Bucket=bucket, Key=f"sets/r/{rel}", Body=data)
+    source = Source("raw", f"s3://{bucket}/sets/r/")
+    staged = staging_dir(tmp_path, source)
+    tree = staged / "tree"
+    tree.mkdir(parents=True)
+    (staged / "source.uri").write_text(source.uri)
+    for rel in ("a.txt", "b.txt"):  # what an interrupted run left: both finished, ETags noted
+        head = client.head_object(Bucket=bucket, Key=f"sets/r/{rel}")
+        (tree / rel).write_bytes(b"old!" if rel == "a.txt" else b"keep")
+        (staged / "etags").mkdir(exist_ok=True)
+        (staged / "etags" / f"{rel}.etag").write_text(head["ETag"])
+    client.put_object(Bucket=bucket, Key="sets/r/a.txt", Body=b"new!")  # same size
+    out = fetch(source, tmp_path, s3=opts, retry=FAST)
+    assert (out / "a.txt").read_bytes() == b"new!" and (out / "b.txt").read_bytes() == b"keep"
+
+
 def test_prefix_refuses_a_checksum(opts: S3Options, aws_env: None, tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="checksums apply to single files"):
         fetch(Source("raw", "s3://any-bucket/sets/", md5="0" * 32), tmp_path, s3=opts)

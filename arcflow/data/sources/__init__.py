@@ -10,6 +10,7 @@ Any other failure (checksum mismatch, 404/403, unsafe archive, disk full) remove
 
 from __future__ import annotations
 
+import logging
 import os
 import posixpath
 import shutil
@@ -29,6 +30,8 @@ from arcflow.data.sources.spec import (
 )
 from arcflow.data.sources.verify import verify
 from arcflow.errors import SourceError
+
+log = logging.getLogger("arcflow")
 
 __all__ = ["ExtractLimits", "RetryPolicy", "S3Options", "Source", "fetch", "staging_dir"]
 
@@ -79,7 +82,13 @@ def _fetch(
     if scheme in ("http", "https"):
         base = http.basename(source.uri, default=source.name)
         part = _claim(staging, source.uri) / f"{base}.part"
-        http.download(source.uri, part, retry, label=f"{source.name}: {base}")
+        sized = http.download(source.uri, part, retry, label=f"{source.name}: {base}")
+        if not sized and not (source.sha256 or source.md5):
+            log.warning(
+                "%s: UNVERIFIED: the server gave no length and the source no checksum, so only "
+                "a clean end of the transfer says the file is whole; add sha256 to the source",
+                source.uri,
+            )
         return _finish_file(source, part, base, target, limits)
     if scheme == "s3":
         from arcflow.data.sources import s3 as s3_source  # boto3 loads only when needed

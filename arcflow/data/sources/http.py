@@ -1,8 +1,12 @@
 """HTTP(S) downloads: streamed in 1 MiB chunks into a ``.part`` file, resumed with ``Range``.
 
 Dropped connections, timeouts, 408/429/5xx are retried with backoff; each retry asks for
-``bytes=<have>-`` and appends a 206 answer (whose Content-Range must start at ``<have>``),
-or starts over on a 200. Other 4xx (404, 403, …) fail at once.
+``bytes=<have>-`` with ``If-Range: <validator>`` and appends a 206 answer (whose Content-Range
+must start at ``<have>``), or starts over on a 200. Without a validator (the server sent no
+ETag or Last-Modified) there is no resuming: a changed file would be spliced onto the old one's
+bytes, so the download starts over. A body without a length is complete when the transfer ends
+cleanly; :func:`download` says when completeness rested on that alone. Other 4xx (404, 403, …)
+fail at once.
 """
 
 from __future__ import annotations
@@ -48,23 +52,29 @@ class _Seen:
     """The remote version the partial file holds: ETag/Last-Modified, sent as ``If-Range``."""
 
     validator: str | None = None
+    sized: bool = True  # the last response said how many bytes the file has
 
 
-def download(url: str, part: Path, policy: RetryPolicy, *, label: str | None = None) -> None:
-    """Stream ``url`` into ``part``, resuming from the bytes ``part`` already holds."""
+def download(url: str, part: Path, policy: RetryPolicy, *, label: str | None = None) -> bool:
+    """Stream ``url`` into ``part``, resuming from the bytes ``part`` already holds when the
+    server identified that version; returns whether the size was known (else completeness
+    rests on a clean end of the transfer only)."""
     part.parent.mkdir(parents=True, exist_ok=True)
     seen = _Seen(read_validator(part))
     with byte_bar(label or part.name) as bar:
         with_retries(lambda: _attempt(url, part, policy, seen, bar), policy, f"GET {url}")
+    return seen.sized
 
 
 def _attempt(url: str, part: Path, policy: RetryPolicy, seen: _Seen, bar: tqdm) -> None:
     have = part.stat().st_size if part.exists() else 0
+    if have and not seen.validator:  # nothing ties these bytes to the file served now
+        part.unlink()
+        have = 0
     headers = {"User-Agent": USER_AGENT, "Accept-Encoding": "identity"}
     if have:
         headers["Range"] = f"bytes={have}-"
-        if seen.validator:
-            headers["If-Range"] = seen.validator
+        headers["If-Range"] = seen.validator or ""
     request = urllib.request.Request(url, headers=headers)
     try:
         response = urllib.request.urlopen(request, timeout=policy.timeout_s)
@@ -81,6 +91,7 @@ def _attempt(url: str, part: Path, policy: RetryPolicy, seen: _Seen, bar: tqdm) 
     with response:
         offset, total = _start(response.status, response.headers, part, have)
         seen.validator = _validator(response.headers)
+        seen.sized = total is not None
         write_validator(part, seen.validator)
         bar.reset(total=total)
         bar.update(offset)

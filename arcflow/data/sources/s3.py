@@ -156,21 +156,33 @@ def download_prefix(
 ) -> Path:
     """Mirror every object under ``prefix`` into ``staging/tree`` and return that directory.
 
-    Partial objects wait in ``staging/parts``; objects already complete in the tree (same
-    size) are kept, so a rerun resumes. Keys that would escape the tree are refused.
+    Partial objects wait in ``staging/parts``; objects already complete in the tree are kept
+    when both their size and their ETag (recorded in ``staging/etags``) are the listing's, so a
+    rerun resumes without keeping bytes of an object replaced since. Keys that would escape
+    the tree are refused.
     """
     objects = _list(client, bucket, prefix, policy)
-    tree, parts = staging / "tree", staging / "parts"
+    tree, parts, etags = staging / "tree", staging / "parts", staging / "etags"
     tree.mkdir(parents=True, exist_ok=True)
     for rel, key, size, etag in progress(objects, desc=f"s3://{bucket}/{prefix}", unit="file"):
         final = tree.joinpath(*rel)
-        if final.is_file() and final.stat().st_size == size:
+        recorded = etags.joinpath(*rel[:-1], rel[-1] + ".etag")
+        if (
+            final.is_file()
+            and final.stat().st_size == size
+            and etag is not None
+            and recorded.is_file()
+            and recorded.read_text() == etag
+        ):
             continue
         part = parts.joinpath(*rel[:-1], rel[-1] + ".part")
         download_object(client, bucket, key, part, policy, size=size, etag=etag, label=key)
         with write_errors(final):
             final.parent.mkdir(parents=True, exist_ok=True)
             os.replace(part, final)
+            if etag is not None:
+                recorded.parent.mkdir(parents=True, exist_ok=True)
+                recorded.write_text(etag)
     return tree
 
 
