@@ -113,7 +113,6 @@ def pipeline(
     (work / "dvc.lock").unlink(missing_ok=True)
     for stale in ("metrics", "plots", "reports"):
         shutil.rmtree(work / stale, ignore_errors=True)
-    _copy_checkout(repo_root / "metrics" / "imported", work / "metrics" / "imported")  # README
     # the stack is shared with other tests: an experiment and a registered model of our own
     params = yaml.safe_load((work / "params.yaml").read_text())
     params["tracking"]["experiment"] = f"e2e-{uuid.uuid4().hex[:8]}"
