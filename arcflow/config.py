@@ -364,6 +364,15 @@ class RegistryParams(Section):
     lock_timeout_s: Annotated[float, Field(gt=0.0)] = 300.0
     lock_ttl_s: Annotated[float, Field(gt=0.0)] = 900.0
 
+    @model_validator(mode="after")
+    def _ttl_outlasts_the_wait(self) -> RegistryParams:
+        if self.lock_ttl_s <= self.lock_timeout_s:
+            raise ValueError(
+                "lock_ttl_s must exceed lock_timeout_s (and the longest promotion): a lock "
+                "younger than that is a live holder's"
+            )
+        return self
+
 
 class FlowsParams(Section):
     """Prefect: the scheduled retraining and how the pipeline flow retries its stages."""

@@ -59,6 +59,13 @@ def local_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
 
 
 @pytest.fixture(scope="session")
+def mlflow_server(local_stack: Stack) -> str:
+    """The local stack's `mlflow server` (SQLite backend, artifacts proxied to the S3
+    endpoint); its URI."""
+    return local_stack.mlflow_url
+
+
+@pytest.fixture(scope="session")
 def tiny_synthface() -> SynthFaceParams:
     """A SynthFace configuration small enough to generate in about a second."""
     return SynthFaceParams(

@@ -113,7 +113,7 @@ def promote(
     """Register logged model ``model_id``, gate it against the champion, promote if it passes."""
     name = cfg.model_name
     candidate = logged_model(client, model_id)
-    with _guarded(client, cfg, dry_run):
+    with _guarded(client, cfg, dry_run) as held:
         before = aliases(client, name).get(CHAMPION)
         champion = version_candidate(client, name, before) if before else None
         existing = find_version(client, name, model_id)
@@ -126,6 +126,7 @@ def promote(
             decision = decide(candidate.metrics, champion_metrics, cfg, parity, headline_metrics())
         after = before
         if not dry_run and not is_champion:
+            held.check()
             if version is None:
                 version = str(register(client, name, candidate, _provenance(candidate)).version)
             after = _apply(client, name, version, before, decision)
@@ -138,6 +139,7 @@ def promote(
             dry_run=dry_run,
         )
         if not dry_run and not is_champion:
+            held.check()
             _record(client, name, str(version), before, after, decision, candidate, report)
     return Outcome(decision, version, before, after, report, dry_run)
 
@@ -198,7 +200,7 @@ def _record(
 def rollback(client: Any, cfg: RegistryParams, *, dry_run: bool = False) -> Rollback:
     """Give ``champion`` back to ``previous-champion``; the one before it becomes previous."""
     name = cfg.model_name
-    with _guarded(client, cfg, dry_run):
+    with _guarded(client, cfg, dry_run) as held:
         current = aliases(client, name)
         target = current.get(PREVIOUS)
         if target is None:
@@ -211,6 +213,7 @@ def rollback(client: Any, cfg: RegistryParams, *, dry_run: bool = False) -> Roll
         previous_after = None if replaced in ("none", target) else replaced
         if dry_run:
             return Rollback(before, target, previous_after, True)
+        held.check()
         set_alias(client, name, CHAMPION, target)
         set_alias(client, name, PREVIOUS, previous_after)
         at, by = _now(), _actor()

@@ -1,13 +1,16 @@
 """Reading and writing the MLflow registry: logged models, versions, aliases, the audit log.
 
-The audit log is a series of registered-model tags ``audit.000001``, ``audit.000002``, ... each
-a JSON event (promoted, rejected, rollback) with the champion before and after; it is only
-appended to under the promotion lock, so it replays to the current aliases.
+The audit log is a series of registered-model tags ``audit.<time in ns>.<random>``, each a JSON
+event (promoted, rejected, rollback) with the champion before and after. Every entry has a key of
+its own (an append never overwrites another, whoever writes it), in time order; it is appended
+to under the promotion lock, so it replays to the current aliases.
 """
 
 from __future__ import annotations
 
 import json
+import time
+import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -176,7 +179,6 @@ def audit_log(client: Any, name: str) -> list[dict[str, Any]]:
 
 def append_event(client: Any, name: str, event: dict[str, Any]) -> str:
     """Append ``event`` to the audit log (call under the promotion lock); returns its key."""
-    log = audit_log(client, name)
-    key = f"{AUDIT_PREFIX}{len(log) + 1:06d}"
+    key = f"{AUDIT_PREFIX}{time.time_ns():020d}.{uuid.uuid4().hex[:8]}"
     client.set_registered_model_tag(name, key, json.dumps(event, sort_keys=True))
     return key

@@ -22,7 +22,7 @@ from arcflow.evaluate.embed import load_encoder
 from arcflow.export.onnx import export_onnx, ort_session
 from arcflow.models import get_backbone
 from arcflow.registry import CHALLENGER, CHAMPION, PREVIOUS, audit_log, promote, rollback
-from arcflow.registry.lock import lock_name, registry_lock
+from arcflow.registry.lock import is_free, registry_lock
 from arcflow.registry.store import aliases
 from arcflow.serve.bundle import read_bundle
 from arcflow.serve.pyfunc import log_face_model
@@ -270,7 +270,7 @@ def test_two_promotions_racing_leave_one_champion_and_a_complete_audit_trail(
     assert {e["version"] for e in events[1:]} == {"2", "3"}
     promoted = [e for e in events if e["event"] == "promoted"]
     assert aliases(client, gates.model_name).get(PREVIOUS) == promoted[-1]["champion_before"]
-    assert not client.search_registered_models(f"name='{lock_name(gates.model_name)}'")
+    assert is_free(client, gates.model_name)
 
 
 def test_the_lock_waits_for_its_holder_and_breaks_a_stale_one(client, gates) -> None:
@@ -282,7 +282,7 @@ def test_the_lock_waits_for_its_holder_and_breaks_a_stale_one(client, gates) -> 
             pass
         with registry_lock(client, gates.model_name, timeout_s=5, ttl_s=0.01) as holder:
             assert holder  # the first holder looked dead after 10 ms: broken
-    assert not client.search_registered_models(f"name='{lock_name(gates.model_name)}'")
+    assert is_free(client, gates.model_name)
 
 
 def test_champion_alias_loads_and_embeds(client, gates, candidate, onnx_file: Path) -> None:
