@@ -82,6 +82,23 @@ def test_a_flow_run_is_visible_in_the_prefect_server(local_stack: Stack) -> None
     assert [run["state_type"] for run in runs] == ["COMPLETED"]
 
 
+def _listening_addresses(port: int) -> set[str]:
+    """The local addresses of the sockets listening on ``port`` (from /proc/net/tcp, tcp6)."""
+    import ipaddress
+
+    found = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        for line in Path(table).read_text().splitlines()[1:]:
+            local, state = line.split()[1], line.split()[3]
+            address, hex_port = local.split(":")
+            if state != "0A" or int(hex_port, 16) != port:  # 0A: LISTEN
+                continue
+            raw = bytes.fromhex(address)
+            words = b"".join(raw[i : i + 4][::-1] for i in range(0, len(raw), 4))
+            found.add(str(ipaddress.ip_address(words)))
+    return found
+
+
 @pytest.mark.slow
 def test_up_status_down_start_and_stop_every_process(tmp_path: Path) -> None:
     def stack(*args: str) -> subprocess.CompletedProcess[str]:
@@ -95,6 +112,8 @@ def test_up_status_down_start_and_stop_every_process(tmp_path: Path) -> None:
         assert started.returncode == 0, started.stderr
         record = json.loads((tmp_path / "stack.json").read_text())
         assert set(record["pids"]) == {"s3", "mlflow", "prefect"}
+        for key in ("s3_url", "mlflow_url", "prefect_url"):  # reachable from this host only
+            assert _listening_addresses(int(record[key].rsplit(":", 1)[1])) == {"127.0.0.1"}
         assert "export MLFLOW_TRACKING_URI=" in (tmp_path / "stack.env").read_text()
         assert stack("status").returncode == 0
         again = stack("up")  # already up: reused, nothing new started

@@ -26,6 +26,7 @@ from arcflow.data.sources.spec import (
     RetryPolicy,
     S3Options,
     Source,
+    file_name,
     is_archive_name,
 )
 from arcflow.data.sources.verify import verify
@@ -100,7 +101,7 @@ def _fetch(
             _claim(staging, source.uri)
             tree = s3_source.download_prefix(client, bucket, key, staging, retry)
             return _publish_tree(tree, target)
-        base = posixpath.basename(key)
+        base = file_name(posixpath.basename(key), source.uri)
         part = _claim(staging, source.uri) / f"{base}.part"
         client = s3_source.make_client(s3, retry)
         s3_source.download_object(client, bucket, key, part, retry, label=f"{source.name}: {base}")

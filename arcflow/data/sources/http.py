@@ -26,7 +26,7 @@ from urllib.parse import unquote, urlsplit
 from tqdm.auto import tqdm
 
 from arcflow.data.sources.retry import Transient, with_retries
-from arcflow.data.sources.spec import RetryPolicy
+from arcflow.data.sources.spec import RetryPolicy, file_name
 from arcflow.data.sources.stream import (
     byte_bar,
     pump,
@@ -42,9 +42,10 @@ _RETRY_STATUS = {408, 429}
 
 
 def basename(url: str, default: str) -> str:
-    """The file name at the end of ``url``'s path (``default`` when there is none)."""
+    """The file name at the end of ``url``'s path (``default`` when there is none); a name
+    that cannot be a file name here (``%00``, control characters, too long) is a SourceError."""
     name = posixpath.basename(unquote(urlsplit(url).path))
-    return name if name not in ("", ".", "..") else default
+    return default if name in ("", ".", "..") else file_name(name, url)
 
 
 @dataclass

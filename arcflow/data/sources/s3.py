@@ -28,7 +28,7 @@ from botocore.exceptions import (
 from tqdm.auto import tqdm
 
 from arcflow.data.sources.retry import Transient, with_retries
-from arcflow.data.sources.spec import RetryPolicy, S3Options
+from arcflow.data.sources.spec import RetryPolicy, S3Options, file_name
 from arcflow.data.sources.stream import (
     byte_bar,
     pump,
@@ -221,6 +221,8 @@ def _relative(bucket: str, prefix: str, key: str) -> list[str]:
             f"refusing key {key!r} in bucket {bucket!r}: it is not a plain relative path "
             "under the prefix (empty, '.' or '..' components would escape or collide)"
         )
+    for part in parts:
+        file_name(part, f"s3://{bucket}/{key}")
     return parts
 
 

@@ -9,6 +9,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from arcflow.errors import SourceError
+
 ARCHIVE_SUFFIXES = (".zip", ".tar", ".tar.gz", ".tgz", ".tar.bz2", ".tar.xz")
 
 _HEX = re.compile(r"[0-9a-f]+")
@@ -87,3 +89,25 @@ class RetryPolicy:
             raise ValueError(f"attempts must be at least 1, got {self.attempts}")
         if self.backoff_s < 0 or self.timeout_s <= 0:
             raise ValueError("backoff_s must be >= 0 and timeout_s > 0")
+
+
+#: The longest file name a source may give (bytes of UTF-8), under every filesystem's 255.
+MAX_NAME_BYTES = 200
+
+
+def file_name(name: str, uri: str) -> str:
+    """``name`` (the last part of ``uri``'s path) if it can be a file name here; else a
+    SourceError naming the URI: no NUL or control characters, not ``.``/``..``, not too long."""
+    problem = None
+    if name in (".", "..") or "/" in name or "\\" in name:
+        problem = f"{name!r} is not a file name"
+    elif any(ord(c) < 32 or ord(c) == 127 for c in name):
+        problem = "it holds a NUL or control character"
+    elif len(name.encode("utf-8", "surrogateescape")) > MAX_NAME_BYTES:
+        problem = f"its {len(name)} characters are more than a file name may have here"
+    if problem:
+        raise SourceError(
+            f"{uri}: cannot store it under its own name: {problem}",
+            hint="rename the file at the source, or download it under a plain name",
+        )
+    return name
