@@ -199,7 +199,7 @@ def test_named_volumes_are_declared_and_bind_mounts_exist() -> None:
             else:
                 assert source in declared, f"{name}: volume {source} is not declared"
                 used.add(source)
-    assert used == declared == {"postgres-data", "objectstore-data", "dvc-cache"}
+    assert used == declared == {"postgres-data", "objectstore-data", "dvc-cache", "mlflow-auth"}
 
 
 def test_env_example_defines_exactly_the_referenced_variables() -> None:
@@ -229,6 +229,9 @@ def test_secrets_are_required_variables_without_values_in_the_example() -> None:
         "PREFECT_DB_PASSWORD",
         "S3_ACCESS_KEY",
         "S3_SECRET_KEY",
+        "MLFLOW_ADMIN_PASSWORD",
+        "MLFLOW_FLASK_SECRET_KEY",
+        "PREFECT_AUTH_PASSWORD",
     }
     for name in secrets:
         assert env[name] == "", f".env.example must not ship a value for {name}"
@@ -390,7 +393,7 @@ def test_training_image_is_cuda_pytorch_with_the_project_installed() -> None:
 def test_mlflow_image_installs_postgres_and_s3_drivers() -> None:
     text = (INFRA / "mlflow.Dockerfile").read_text()
     assert re.search(r"^FROM python:3\.\d+\.\d+-slim", text, flags=re.M)
-    assert '"mlflow==${MLFLOW_VERSION}"' in text
+    assert '"mlflow[auth]==${MLFLOW_VERSION}"' in text  # the basic-auth app's Flask-WTF
     assert re.search(r'"psycopg2-binary==[\d.]+"', text)
     assert re.search(r'"boto3==[\d.]+"', text)
     version = env_example()["MLFLOW_VERSION"]
@@ -631,3 +634,27 @@ def test_face_api_entrypoint_waits_for_the_model_then_serves_it(tmp_path: Path) 
     assert args[:4] == ["models", "serve", "-m", "models:/faces@champion"]
     assert {"--env-manager", "local", "0.0.0.0", "8080"} <= set(args)
     assert args[args.index("-w") + 1] == "3"
+
+
+def test_mlflow_and_prefect_require_logins_and_every_client_has_one() -> None:
+    """#17: MLflow runs its basic-auth app (users on their own volume, nobody sees anything
+    without a grant), Prefect its server auth string; the worker and the face API log in."""
+    import configparser
+
+    assert "--app-name=basic-auth" in services()["mlflow"]["command"]
+    mlflow_env = environment("mlflow")
+    assert mlflow_env["MLFLOW_AUTH_CONFIG_PATH"] == "/etc/mlflow/basic_auth.ini"
+    assert mlflow_env["MLFLOW_AUTH_ADMIN_PASSWORD"].startswith("${MLFLOW_ADMIN_PASSWORD:?")
+    ini = configparser.ConfigParser()
+    ini.read(INFRA / "mlflow" / "basic_auth.ini")
+    assert ini["mlflow"]["default_permission"] == "NO_PERMISSIONS"
+    assert ini["mlflow"]["database_uri"] == "sqlite:////var/lib/mlflow-auth/basic_auth.db"
+    assert "admin_password" not in ini["mlflow"]  # from the environment only
+    auth_string = "${PREFECT_AUTH_USER:-arcflow}:${PREFECT_AUTH_PASSWORD:?"
+    assert environment("prefect-server")["PREFECT_SERVER_API_AUTH_STRING"].startswith(auth_string)
+    for client in ("worker", "trainer", "face-api"):
+        env = environment(client)
+        assert env["MLFLOW_TRACKING_USERNAME"] == "${MLFLOW_ADMIN_USER:-admin}", client
+        assert env["MLFLOW_TRACKING_PASSWORD"].startswith("${MLFLOW_ADMIN_PASSWORD:?"), client
+        if client != "face-api":
+            assert env["PREFECT_API_AUTH_STRING"].startswith(auth_string), client
