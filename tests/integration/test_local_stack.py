@@ -50,8 +50,12 @@ def test_mlflow_artifacts_go_through_the_proxy_into_the_bucket(local_stack: Stac
     )
     assert proc.returncode == 0, proc.stderr
     run_id = proc.stdout.strip().splitlines()[-1]
-    listed = local_stack.s3_client().list_objects_v2(Bucket=BUCKETS["mlflow"])
-    keys = [obj["Key"] for obj in listed.get("Contents", [])]
+    pages = local_stack.s3_client().get_paginator("list_objects_v2")  # > 1000 keys by now
+    keys = [
+        obj["Key"]
+        for page in pages.paginate(Bucket=BUCKETS["mlflow"])
+        for obj in page.get("Contents", [])
+    ]
     [key] = [k for k in keys if run_id in k and k.endswith("notes/hello.txt")]
     body = local_stack.s3_client().get_object(Bucket=BUCKETS["mlflow"], Key=key)["Body"].read()
     assert body == b"hello"
