@@ -26,9 +26,11 @@ import numpy as np
 from arcflow.errors import DataFormatError, UnsafePickleError
 
 PathLike = str | os.PathLike[str]
-#: The decoded images of a .bin may weigh at most this many times the file (honest files: <= 1;
-#: bytes pickled as latin-1 text take up to 2 file bytes per image byte).
-DECODE_FACTOR = 2
+#: The decoded images of a .bin may weigh at most this many times the file. A file written with
+#: one bytes object per image slot decodes to about its size; a writer that reuses the object
+#: of an image shown in several pairs (pickle stores it once) to a few times it (10x seen in
+#: small sets); a bomb referencing one array thousands of times, to thousands of times it.
+DECODE_FACTOR = 64
 
 
 @dataclass
