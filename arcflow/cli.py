@@ -7,9 +7,7 @@ shared state or only inspects).
 
 from __future__ import annotations
 
-import contextlib
 import os
-from collections.abc import Iterator
 from importlib import metadata
 from pathlib import Path
 from typing import Annotated
@@ -17,7 +15,7 @@ from typing import Annotated
 import typer
 
 from arcflow.config import load_params
-from arcflow.errors import ArcFlowError, first_line
+from arcflow.failures import one_line_errors
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
 
@@ -29,24 +27,6 @@ def _version(package: str) -> str:
         return metadata.version(package)
     except metadata.PackageNotFoundError:
         return "not installed"
-
-
-@contextlib.contextmanager
-def _clean_errors() -> Iterator[None]:
-    """Expected failures (ours, or the MLflow server's) -> ``error:``/``hint:`` lines, exit 1."""
-    from mlflow.exceptions import MlflowException
-
-    try:
-        yield
-    except ArcFlowError as exc:
-        typer.echo(f"error: {exc}", err=True)
-        if exc.hint:
-            typer.echo(f"hint: {exc.hint}", err=True)
-        raise typer.Exit(1) from None
-    except MlflowException as exc:
-        typer.echo(f"error: MLflow: {first_line(exc)}", err=True)
-        typer.echo("hint: is the tracking server up? (MLFLOW_TRACKING_URI)", err=True)
-        raise typer.Exit(1) from None
 
 
 @app.command()
@@ -68,7 +48,7 @@ def validate(
     path: Annotated[Path, typer.Argument(help="params file")] = Path("params.yaml"),
 ) -> None:
     """Validate every section of a params file (params.yaml or a preset in configs/)."""
-    with _clean_errors():
+    with one_line_errors():
         load_params(path)
     typer.echo(f"{path}: valid")
 
@@ -137,7 +117,7 @@ def promote(
     from arcflow.export.mlflow_model import read_model_id
     from arcflow.registry import promote as promote_model
 
-    with _clean_errors():
+    with one_line_errors():
         loaded, client = _registry_client(params_file, "export")
         candidate = model_id or read_model_id(model_info)
         outcome = promote_model(client, loaded.registry, loaded.export, candidate, dry_run=dry_run)
@@ -155,7 +135,7 @@ def rollback(params_file: ParamsOption = Path("params.yaml"), dry_run: DryRun = 
     """Give the champion alias back to the previous champion."""
     from arcflow.registry import rollback as rollback_model
 
-    with _clean_errors():
+    with one_line_errors():
         loaded, client = _registry_client(params_file)
         done = rollback_model(client, loaded.registry, dry_run=dry_run)
     would = "would roll back" if done.dry_run else "rolled back"
@@ -175,7 +155,7 @@ def champion(
     from arcflow.registry import audit_log
     from arcflow.registry.store import aliases
 
-    with _clean_errors():
+    with one_line_errors():
         loaded, client = _registry_client(params_file)
         name = loaded.registry.model_name
         current = aliases(client, name)
@@ -198,7 +178,7 @@ def _face_command(name: str):
 
     @functools.wraps(command)
     def wrapped(*args, **kwargs):
-        with _clean_errors():
+        with one_line_errors():
             return command(*args, **kwargs)
 
     return wrapped
@@ -228,7 +208,7 @@ def import_model(
     model folder."""
     from arcflow.imports.model_import import import_model
 
-    with _clean_errors():
+    with one_line_errors():
         record = import_model(uri, out, arch=arch, sha256=sha256, license=license, colour=colour)
     if record.format == "onnx":
         from arcflow.imports.onnx_model import describe
@@ -252,7 +232,7 @@ def doctor(params_file: ParamsOption = Path("params.yaml")) -> None:
     from arcflow.services import configured_checks
     from arcflow.tracking.run import tracking_uri
 
-    with _clean_errors():
+    with one_line_errors():
         loaded = load_params(params_file, ("data", "tracking"))
     try:  # the DVC remote as DVC sees it (.dvc/config + config.local)
         listing = subprocess.run(

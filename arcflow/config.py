@@ -470,7 +470,11 @@ def read_params_file(path: str | Path) -> dict[str, Any]:
     if not path.is_file():
         raise ConfigError(f"{path}: file not found", hint="run from the repository root")
     try:
-        raw = yaml.load(path.read_text(), Loader=_ParamsLoader) or {}  # a SafeLoader
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: not UTF-8 text (byte {exc.start}); not a params file") from None
+    try:
+        raw = yaml.load(text, Loader=_ParamsLoader) or {}  # a SafeLoader
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" line {mark.line + 1}, column {mark.column + 1}" if mark else ""

@@ -21,6 +21,7 @@ from prefect.client.schemas.schedules import CronSchedule
 from prefect.events.schemas.deployment_triggers import DeploymentEventTrigger
 
 from arcflow.config import FlowsParams, load_params
+from arcflow.failures import one_line_errors
 from flows.pipeline import pipeline
 from flows.retrain import retrain
 
@@ -82,4 +83,5 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    with one_line_errors():
+        main()

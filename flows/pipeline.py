@@ -20,6 +20,7 @@ from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 
 from arcflow.config import load_params
+from arcflow.failures import one_line_errors
 from flows import dvc
 
 SUMMARY_KEY = "arcflow-pipeline"
@@ -116,8 +117,10 @@ def main() -> None:
     p.add_argument("--repo", default=".", help="the checkout to run (default: here)")
     p.add_argument("--no-promote", action="store_true", help="stop after the stages")
     args = p.parse_args()
+    load_params(Path(args.repo) / "params.yaml", ("flows",))  # a bad file fails before the flow
     pipeline(repo=args.repo, promote=not args.no_promote)
 
 
 if __name__ == "__main__":
-    main()
+    with one_line_errors():
+        main()

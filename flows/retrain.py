@@ -26,6 +26,7 @@ from arcflow.config import Params, load_params
 from arcflow.data.sources.revision import source_revision
 from arcflow.data.sources.spec import RetryPolicy, S3Options
 from arcflow.errors import ConfigError
+from arcflow.failures import one_line_errors
 from flows.pipeline import MODEL_INFO, pipeline
 
 LINEAGE_KEY = "arcflow-lineage"
@@ -129,8 +130,10 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--repo", default=".", help="the checkout to retrain in (default: here)")
     args = p.parse_args()
+    load_params(Path(args.repo) / "params.yaml", ("data", "align", "flows"))  # before the flow
     print(json.dumps(retrain(repo=args.repo), indent=2, default=str))
 
 
 if __name__ == "__main__":
-    main()
+    with one_line_errors():
+        main()

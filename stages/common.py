@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import NoReturn
 
 from arcflow.config import Params, load_params
-from arcflow.errors import ArcFlowError
+from arcflow.failures import one_line_errors
 
 log = logging.getLogger("arcflow")
 
@@ -58,18 +58,6 @@ def run(main: Callable[[], None]) -> NoReturn:
     Anything else is a bug and keeps its traceback.
     """
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
-    try:
+    with one_line_errors(missing_hint="run the upstream stage first (dvc repro <stage>)"):
         main()
-    except ArcFlowError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        if exc.hint:
-            print(f"hint: {exc.hint}", file=sys.stderr)
-        sys.exit(1)
-    except FileNotFoundError as exc:  # a missing input is the user's to fix, not a bug
-        print(f"error: {exc.filename}: no such file or directory", file=sys.stderr)
-        print("hint: run the upstream stage first (dvc repro <stage>)", file=sys.stderr)
-        sys.exit(1)
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        sys.exit(130)
     sys.exit(0)

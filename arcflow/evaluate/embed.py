@@ -74,7 +74,9 @@ def load_encoder(path: str | Path, device: torch.device | str = "cpu") -> Encode
         return OnnxEncoder(path, device=torch.device(device).type)
     if path.suffix not in (".pt", ".pth"):
         raise ConfigError(
-            f"{path}: model must be a .pt backbone, an .onnx export or an imported model folder"
+            f"{path}: not a model this can load",
+            hint="give a backbone.pt, an .onnx export, a folder from `arcflow import-model` or "
+            "an MLflow URI such as models:/arcface@champion",
         )
     return TorchEncoder(load_backbone(path), device=device, key="torch-" + file_digest(path))
 

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from arcflow.data.sources import RetryPolicy, Source, fetch, staging_dir, stream
+from arcflow.data.sources import RetryPolicy, Source, fetch, fetch_checked, staging_dir, stream
 from arcflow.errors import SourceError
 
 pytestmark = pytest.mark.integration
@@ -39,6 +39,7 @@ class Route:
     wrong_range_start: bool = False  # answer a Range request with bytes from 0
     etag: str | None = '"v1"'  # the validator sent (None: neither ETag nor Last-Modified)
     changed_body: bytes | None = None  # from the second request on, serve this (ETag "v2")
+    framing: str = "length"  # "length": Content-Length; "close": no length; "chunked"
 
 
 class Server(ThreadingHTTPServer):
@@ -102,15 +103,33 @@ class Handler(BaseHTTPRequestHandler):
             self.send_header("Content-Range", f"bytes {start}-{len(body) - 1}/{len(body)}")
         else:
             self.send_response(200)
-        self.send_header("Content-Length", str(len(body) - start))
+        if route.framing == "length":
+            self.send_header("Content-Length", str(len(body) - start))
+        elif route.framing == "chunked":
+            self.send_header("Transfer-Encoding", "chunked")
         if etag is not None:
             self.send_header("ETag", etag)
         self.send_header("Content-Type", "application/octet-stream")
         self.end_headers()
         payload = body[start:]
+        if route.framing == "chunked":
+            size = 64 * 1024
+            payload = (
+                b"".join(
+                    b"%x\r\n%s\r\n" % (len(payload[i : i + size]), payload[i : i + size])
+                    for i in range(0, len(payload), size)
+                )
+                + b"0\r\n\r\n"
+            )
         if route.drop_after is not None and count <= route.drop_times:
             payload = payload[: route.drop_after]  # then return: HTTP/1.0 closes the socket
         self.wfile.write(payload)
+
+    def send_response_only(self, code: int, message: str | None = None) -> None:
+        # chunked framing needs an HTTP/1.1 status line; the socket still closes after
+        route = self.server.routes.get(self.path.split("?")[0])
+        self.protocol_version = "HTTP/1.1" if route and route.framing == "chunked" else "HTTP/1.0"
+        super().send_response_only(code, message)
 
 
 @pytest.fixture
@@ -182,6 +201,44 @@ def test_a_file_changed_between_attempts_is_not_spliced(server: Server, tmp_path
     assert out.read_bytes() == new
     second = server.seen("/data.bin")[1]
     assert second["Range"] == "bytes=1000-" and second["If-Range"] == '"v1"'
+
+
+@pytest.mark.attack
+def test_a_body_without_a_length_is_fetched_but_reported_unverified(
+    server: Server, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A close-delimited body cut short looks like a whole one: without a checksum the fetch
+    says so (UNVERIFIED, with the sha256 to pin) instead of vouching for it."""
+    server.routes["/data.bin"] = Route(framing="close")
+    uri = server.url("/data.bin")
+    fetched = fetch_checked(Source("raw", uri), tmp_path, retry=FAST)
+    assert fetched.path.read_bytes() == BODY
+    assert not fetched.verified and not fetched.length_announced
+    assert fetched.status().startswith("UNVERIFIED: no checksum, and the server gave no length")
+    digest = hashlib.sha256(BODY).hexdigest()
+    report = fetched.report("raw", uri)
+    assert report["sha256"] == digest and report["bytes"] == len(BODY)
+    assert report["hint"] == f"pin these bytes: data.sources.raw.sha256: {digest}"
+    assert "UNVERIFIED" in caplog.text
+    # the same body with its checksum is verified, and the log stays quiet
+    caplog.clear()
+    pinned = fetch_checked(Source("pinned", uri, sha256=digest), tmp_path, retry=FAST)
+    assert pinned.verified and pinned.checksum == "sha256" and "hint" not in pinned.report("p", uri)
+    assert "UNVERIFIED" not in caplog.text
+
+
+@pytest.mark.attack
+def test_a_chunked_body_cut_short_is_never_accepted(server: Server, tmp_path: Path) -> None:
+    """Chunked framing shows a cut (no final zero-size chunk): the download is retried and
+    what lands is the whole file, never the bytes received before the cut."""
+    server.routes["/data.bin"] = Route(framing="chunked", drop_after=200_000, etag=None)
+    out = fetch(Source("raw", server.url("/data.bin")), tmp_path, retry=FAST)
+    assert out.read_bytes() == BODY
+    assert len(server.seen("/data.bin")) == 2
+    server.routes["/cut.bin"] = Route(framing="chunked", drop_after=200_000, drop_times=9)
+    with pytest.raises(SourceError, match="connection dropped"):
+        fetch(Source("cut", server.url("/cut.bin")), tmp_path, retry=FAST)
+    assert not (tmp_path / "cut").exists()
 
 
 def test_server_ignoring_range_restarts_from_zero(server: Server, tmp_path: Path) -> None:

@@ -15,8 +15,16 @@ import pytest
 from botocore.exceptions import ResponseStreamingError
 from moto.server import ThreadedMotoServer
 
-from arcflow.data.sources import RetryPolicy, S3Options, Source, fetch, s3, staging_dir
-from arcflow.errors import SourceError
+from arcflow.data.sources import (
+    RetryPolicy,
+    S3Options,
+    Source,
+    fetch,
+    fetch_checked,
+    s3,
+    staging_dir,
+)
+from arcflow.errors import ConfigError, SourceError
 
 pytestmark = pytest.mark.integration
 
@@ -136,10 +144,12 @@ def test_prefix_mirrors_the_tree(client: Any, bucket: str, opts: S3Options, tmp_
         client.put_object(Bucket=bucket, Key=f"sets/v1/{rel}", Body=data)
     client.put_object(Bucket=bucket, Key="sets/v1/", Body=b"")  # a "folder" marker
     client.put_object(Bucket=bucket, Key="sets/v10/other.txt", Body=b"not under sets/v1/")
-    out = fetch(Source("raw", f"s3://{bucket}/sets/v1/"), tmp_path, s3=opts, retry=FAST)
+    fetched = fetch_checked(Source("raw", f"s3://{bucket}/sets/v1/"), tmp_path, s3=opts, retry=FAST)
+    out = fetched.path
     assert out == tmp_path / "raw"
     got = {p.relative_to(out).as_posix(): p.read_bytes() for p in out.rglob("*") if p.is_file()}
     assert got == files
+    assert not fetched.verified and fetched.status().startswith("UNVERIFIED: directory sources")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["raw"]
 
 
@@ -167,7 +177,7 @@ def test_prefix_resume_refetches_an_object_replaced_with_the_same_size(
 
 
 def test_prefix_refuses_a_checksum(opts: S3Options, aws_env: None, tmp_path: Path) -> None:
-    with pytest.raises(ValueError, match="checksums apply to single files"):
+    with pytest.raises(ConfigError, match="checksums apply to single files"):
         fetch(Source("raw", "s3://any-bucket/sets/", md5="0" * 32), tmp_path, s3=opts)
 
 

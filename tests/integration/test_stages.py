@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 
@@ -153,18 +154,38 @@ def test_download_fetches_a_configured_archive(repo_root: Path, tmp_path: Path) 
     digest = hashlib.sha256(archive.read_bytes()).hexdigest()
     source = {"uri": archive.as_uri(), "sha256": digest}
     params = _params(repo_root, tmp_path, lambda p: p["data"]["sources"].update(faces=source))
-    out = tmp_path / "raw" / "faces"
-    proc = run_stage("download", "--params", params, "--source", "faces", "--out", out)
+    out, report = tmp_path / "raw" / "faces", tmp_path / "reports" / "faces.json"
+    proc = run_stage(
+        "download", "--params", params, "--source", "faces", "--out", out, "--report", report
+    )
     assert proc.returncode == 0, proc.stderr
     assert (out / "faces" / "property").read_text() == "2,112,112\n"
+    said = json.loads(report.read_text())
+    assert said["verified"] is True and said["checksum"] == "sha256" and said["kind"] == "archive"
+    assert said["sha256"] == digest and said["bytes"] == archive.stat().st_size
+    assert said["status"] == "verified: sha256 matched the source's checksum"
 
     bad = {"uri": archive.as_uri(), "sha256": "0" * 64}
     params = _params(repo_root, tmp_path, lambda p: p["data"]["sources"].update(faces=bad))
+    bad_report = report.with_name("b.json")
     proc = run_stage(
-        "download", "--params", params, "--source", "faces", "--out", out.with_name("b")
-    )
+        "download", "--params", params, "--source", "faces", "--out", out.with_name("b"),
+        "--report", bad_report,
+    )  # fmt: skip
     _assert_one_line_error(proc, digest, "0" * 64)
-    assert not out.with_name("b").exists()
+    assert not out.with_name("b").exists() and not bad_report.exists()
+
+    # without a checksum the bytes land, and the report says nothing vouched for them
+    loose = {"uri": archive.as_uri()}
+    params = _params(repo_root, tmp_path, lambda p: p["data"]["sources"].update(faces=loose))
+    proc = run_stage(
+        "download", "--params", params, "--source", "faces", "--out", out.with_name("c"),
+        "--report", report,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    said = json.loads(report.read_text())
+    assert said["verified"] is False and said["status"].startswith("UNVERIFIED: no checksum")
+    assert said["hint"] == f"pin these bytes: data.sources.faces.sha256: {digest}"
 
 
 def test_download_unknown_source(repo_root: Path, tmp_path: Path) -> None:

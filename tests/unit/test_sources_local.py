@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from arcflow.data.sources import Source, fetch, staging_dir, stream
-from arcflow.errors import SourceError
+from arcflow.errors import ConfigError, SourceError
 
 pytestmark = pytest.mark.unit
 
@@ -92,7 +92,7 @@ def test_directory_copy(tmp_path: Path) -> None:
 
 def test_directory_with_checksum_is_a_value_error(tmp_path: Path) -> None:
     (tmp_path / "tree").mkdir()
-    with pytest.raises(ValueError, match="checksums apply to single files"):
+    with pytest.raises(ConfigError, match="checksums apply to single files"):
         fetch(Source("raw", str(tmp_path / "tree"), sha256="a" * 64), tmp_path / "out")
 
 

@@ -25,14 +25,14 @@ def digests(path: Path) -> tuple[str, str]:
 
 def verify(
     path: Path, *, sha256: str | None = None, md5: str | None = None, label: str | None = None
-) -> None:
-    """Raise :class:`SourceError` with both digests when ``path`` does not match.
+) -> str:
+    """Return ``path``'s sha256; raise :class:`SourceError` with both digests when it does not
+    match the expected ``sha256``/``md5``.
 
-    ``label`` names the file in the message (default: ``path.name``). Deleting the bad file
-    is the caller's job.
+    The digest is computed even without an expected one: the download report offers it for
+    pinning. ``label`` names the file in the message (default: ``path.name``). Deleting the
+    bad file is the caller's job.
     """
-    if sha256 is None and md5 is None:
-        return
     actual_sha256, actual_md5 = digests(path)
     for kind, expected, actual in (("sha256", sha256, actual_sha256), ("md5", md5, actual_md5)):
         if expected is not None and expected.lower() != actual:
@@ -41,3 +41,4 @@ def verify(
                 f"expected {expected.lower()}, got {actual}",
                 hint="the download is corrupt or the source changed; the file was removed",
             )
+    return actual_sha256
