@@ -64,8 +64,9 @@ def synthface_sheet(
     """Preview SynthFace: per identity, a row of unaligned frames and a row of aligned crops."""
     import cv2
 
-    from arcflow.align.template import warp_face
-    from arcflow.data.synthface import SynthFaceSpec, contact_sheet, iter_images
+    from arcflow.data.synthface import SynthFaceSpec, iter_images
+    from arcflow.data.synthface_sheet import contact_sheet
+    from arcflow.face_template import warp_face
 
     spec = SynthFaceSpec(identities, images, seed=seed, difficulty=difficulty)
     tiles: list = []

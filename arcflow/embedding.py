@@ -61,7 +61,9 @@ class OnnxEncoder:
         except Exception as exc:  # onnxruntime raises its own untyped errors
             raise DataFormatError(f"{path}: not a loadable ONNX model ({exc})") from None
         self.input = self.session.get_inputs()[0].name
-        self.key = "onnx-" + file_digest(path)
+        provider = self.session.get_providers()[0].removesuffix("ExecutionProvider").lower()
+        # features differ in the last bits between providers: never reuse one's for another's
+        self.key = f"onnx-{file_digest(path)}-{provider}"
 
     def __call__(self, batch: np.ndarray) -> np.ndarray:
         return np.asarray(self.session.run(None, {self.input: batch})[0], dtype=np.float32)

@@ -21,10 +21,10 @@ from collections.abc import Callable
 import cv2
 import numpy as np
 
-from arcflow.align.imageio import decode_image
-from arcflow.align.template import alignment_matrix, alignment_residual, warp_face
 from arcflow.data.synthface import SynthFaceSpec, iter_images
 from arcflow.devices import cpu_model
+from arcflow.face_template import alignment_matrix, alignment_residual, warp_face
+from arcflow.imageio import decode_image
 
 FRAME = 250
 QUALITY = 95

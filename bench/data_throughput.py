@@ -28,13 +28,13 @@ import cv2
 import numpy as np
 import torch
 
-from arcflow.align.template import warp_face
 from arcflow.data.faces import AlignedFaceDataset
 from arcflow.data.recordio import FaceRecordDataset, RecordReader, write_face_dataset
 from arcflow.data.synthface import SynthFaceSpec, iter_images
 from arcflow.data.synthface_release import write_train_split
 from arcflow.data.transforms import decode_rgb, train_augmentation
 from arcflow.devices import cpu_model
+from arcflow.face_template import warp_face
 
 QUALITY = 95
 PER_IDENTITY = 16  # SynthFaceParams.train_images_per_identity

@@ -52,7 +52,8 @@ import numpy as np
 import torch
 
 from arcflow.align.detectors import Detection, Detector, get_detector
-from arcflow.data.synthface import TEMPLATE_112, SynthFaceSpec, iter_images
+from arcflow.data.synthface import SynthFaceSpec, iter_images
+from arcflow.data.synthface_parts import TEMPLATE_112
 from arcflow.devices import cpu_model
 from tests.photos import insightface_photos
 

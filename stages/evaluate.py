@@ -19,11 +19,13 @@ from pathlib import Path
 import mlflow
 
 from arcflow.atomic import atomic_dir, atomic_file, write_csv, write_json
+from arcflow.data.dataset_label import read_dataset_label
 from arcflow.errors import DataFormatError
 from arcflow.evaluate.cache import FeatureCache
 from arcflow.evaluate.context import EvalContext
 from arcflow.evaluate.embed import load_encoder
 from arcflow.evaluate.report import (
+    benchmark_document,
     markdown_report,
     metrics_document,
     roc_figure,
@@ -103,6 +105,7 @@ def evaluate(args, cfg, ctx: EvalContext, benchmarks) -> None:
         {b.name: b.headline for b in benchmarks},
         [f"model: {args.model}", f"{ctx.embedded} images embedded, {ctx.cached} cached"],
         sections=[thresholds_section(thresholds, titles)],
+        dataset=read_dataset_label(args.data),
     )
     thresholds_doc = thresholds_document(thresholds)
     write_outputs(args, results, report, thresholds_doc)
@@ -175,7 +178,11 @@ def log_to_mlflow(
             if result is None:
                 mlflow.set_tag(f"eval.{name}", "not available")
                 continue
-            mlflow.log_metrics({f"eval.{name}.{k}": float(v) for k, v in result.metrics.items()})
+            doc = benchmark_document(result)
+            mlflow.log_metrics(
+                {f"eval.{name}.{k}": v for k, v in doc.items() if not isinstance(v, str)}
+            )
+            mlflow.set_tags({f"eval.{name}.{k}": v for k, v in doc.items() if isinstance(v, str)})
         mlflow.log_figure(roc_figure(curves, "ROC, every benchmark"), "plots/roc.png")
         mlflow.log_text(report, "reports/evaluation.md")
         mlflow.log_text(

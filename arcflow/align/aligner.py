@@ -15,13 +15,13 @@ import cv2
 import numpy as np
 
 from arcflow.align.detectors import Detector, get_detector
-from arcflow.align.imageio import BadImage, decode_image
 from arcflow.align.jobs import AlignJob, Item
 from arcflow.align.select import centre_crop_landmarks, pick_face
-from arcflow.align.template import warp_face
 from arcflow.config import AlignParams
 from arcflow.data.recordio import RecordReader
 from arcflow.data.synthface_release import decode_frame
+from arcflow.face_template import warp_face
+from arcflow.imageio import BadImage, decode_image
 
 
 @dataclass(frozen=True)

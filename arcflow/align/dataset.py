@@ -24,6 +24,7 @@ from arcflow.align.shards import align_shards
 from arcflow.atomic import atomic_dir
 from arcflow.config import AlignParams
 from arcflow.data.binpairs import load_bin
+from arcflow.data.dataset_label import write_dataset_label
 from arcflow.data.recordio import read_face_dataset_index, read_face_property
 from arcflow.errors import ConfigError, DataFormatError
 
@@ -145,5 +146,6 @@ def align_dataset(
         for src, rel in protocol_files(raw):
             (eval_dir / rel).parent.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(src, eval_dir / rel)
+        write_dataset_label(raw, eval_dir)
     shutil.rmtree(work, ignore_errors=True)
     return result

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from arcflow.align.template import ARCFACE_TEMPLATE
+from arcflow.face_template import ARCFACE_TEMPLATE
 
 
 def pick_face(

@@ -27,13 +27,14 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from arcflow.align.template import warp_face
 from arcflow.config import SynthFaceParams
 from arcflow.data.binpairs import save_bin
 from arcflow.data.protocols import ijb, megaface, ytf
 from arcflow.data.protocols.lfw import Pair, PairsProtocol, image_path, write_pairs
-from arcflow.data.synthface import identity_params, render
+from arcflow.data.synthface import render
+from arcflow.data.synthface_identity import identity_params
 from arcflow.errors import DataFormatError
+from arcflow.face_template import warp_face
 
 EVAL_SETS = ("lfw", "cfp_fp", "agedb_30", "ijb", "megaface", "ytf")
 FRONTAL_YAW, PROFILE_YAW = (0.0, 5.0), (35.0, 45.0)

@@ -7,8 +7,8 @@ import cv2
 import numpy as np
 import torch
 
-from arcflow.align.imageio import DEFAULT_MAX_BYTES, check_budget, image_header, imdecode
 from arcflow.errors import DataFormatError
+from arcflow.imageio import DEFAULT_MAX_BYTES, check_budget, image_header, imdecode
 
 #: Crops are 112x112; anything above 4096x4096 in a training or evaluation set is refused.
 MAX_CROP_PIXELS = 4096 * 4096

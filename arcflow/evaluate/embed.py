@@ -21,6 +21,7 @@ from arcflow.data.transforms import decode_rgb
 from arcflow.devices import channels_last_is_safe
 from arcflow.embedding import OnnxEncoder, file_digest, l2_normalize, normalise_crops
 from arcflow.errors import ConfigError, DataFormatError
+from arcflow.models import set_trunk_precision
 from arcflow.progress import progress
 
 #: A chunk of encoded crops, read lazily: ``read(start, stop)`` -> JPEG bytes of that range.
@@ -36,7 +37,12 @@ class Encoder(Protocol):
 
 
 class TorchEncoder:
-    """A PyTorch backbone on ``device``: channels_last where safe, bf16 autocast on CUDA."""
+    """A PyTorch backbone on ``device``: channels_last where safe; on CUDA the trunk runs in
+    bf16 and the output layer (FC + BN1d) in fp32, as insightface's ``fp16`` backbones do.
+
+    ``key`` names the weights, the device and the precision: features from one are never
+    served from the cache for another.
+    """
 
     def __init__(
         self, model: nn.Module, *, device: torch.device | str = "cpu", key: str = ""
@@ -45,14 +51,14 @@ class TorchEncoder:
         nhwc = channels_last_is_safe(model, self.device)
         self.memory_format = torch.channels_last if nhwc else torch.contiguous_format
         self.model = model.eval().to(self.device, memory_format=self.memory_format)
-        self.autocast = self.device.type == "cuda"
-        self.key = key or f"torch-{id(model)}"
+        amp = torch.bfloat16 if self.device.type == "cuda" else None
+        self.precision = set_trunk_precision(self.model, amp)
+        self.key = f"{key or f'torch-{id(model)}'}-{self.device.type}-{self.precision}"
 
     @torch.inference_mode()
     def __call__(self, batch: np.ndarray) -> np.ndarray:
         x = torch.from_numpy(batch).to(self.device).contiguous(memory_format=self.memory_format)
-        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.autocast):
-            return self.model(x).float().cpu().numpy()
+        return self.model(x).float().cpu().numpy()
 
 
 def load_encoder(path: str | Path, device: torch.device | str = "cpu") -> Encoder:

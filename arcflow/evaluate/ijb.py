@@ -5,8 +5,9 @@ feature = ``f(x) + f(flip(x))`` without per-image normalisation, times the detec
 score; a template is the sum over its media of the mean feature of the media's images,
 L2-normalised; a pair's score is the dot product of its two templates. The 1:1 ROC is read
 with :func:`~arcflow.evaluate.scores.tar_at_far_nearest`. The 1:N protocol follows
-Keras_insightface ``ijb_evals.py`` (galleries G1 and G2 searched separately and averaged), with
-ties resolved pessimistically; see :func:`identify_1n`.
+Keras_insightface ``IJB_evals.py`` (``run_model_test_1N``): galleries G1 and G2 are searched
+separately; rank-k pools the hits of both over all probes, TPIR is the mean of the two
+galleries'; ties are resolved pessimistically. See :func:`identify_1n_galleries`.
 
 Everything works on template *rows*: template ids are looked up once, pooling is one sparse
 matrix product, and 1:1 scores are gathered from block matrix products between the distinct
@@ -16,6 +17,7 @@ templates of each side (IJB-C's 15.66M pairs in about a second on two cores).
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
+from typing import Literal, get_args
 
 import numpy as np
 from scipy import sparse
@@ -33,6 +35,7 @@ BLOCK_BYTES = 256 << 20  # largest score block held at once
 _DENSE_LOOKUP_MAX = 1 << 24  # id span up to which ids are looked up in a dense int32 table
 
 Lookup = Callable[[np.ndarray], np.ndarray]
+RankPooling = Literal["pooled", "averaged"]
 
 
 # ---------------------------------------------------------------------------- inputs
@@ -286,6 +289,48 @@ def _search(
     return np.concatenate(mated), np.concatenate(above), np.concatenate(best_nonmated)
 
 
+def _identify(
+    template_ids: np.ndarray,
+    template_feats: np.ndarray,
+    gallery_tids: np.ndarray,
+    gallery_subjects: np.ndarray,
+    probe_tids: np.ndarray,
+    probe_subjects: np.ndarray,
+    fpirs: Sequence[float],
+) -> tuple[np.ndarray, dict[str, float]]:
+    """One gallery's search: for each mated probe, how many non-mated subjects score >= its
+    mated score; and TPIR at each FPIR (see :func:`identify_1n`)."""
+    feats = _matrix(template_feats, "template_feats")
+    lookup = _lookup(_ids(template_ids, "template_ids", feats.shape[0]))
+    g_tids = _ids(gallery_tids, "gallery_tids")
+    g_subjects = _ids(gallery_subjects, "gallery_subjects", g_tids.size)
+    p_tids = _ids(probe_tids, "probe_tids")
+    p_subjects = _ids(probe_subjects, "probe_subjects", p_tids.size)
+    if g_tids.size == 0:
+        raise ValueError("the gallery has no templates")
+    g_rows = _search_rows(lookup, g_tids, "gallery")
+    p_rows = _search_rows(lookup, p_tids, "probe")
+    subjects, subject_of_row = np.unique(g_subjects, return_inverse=True)
+    col = np.minimum(np.searchsorted(subjects, p_subjects), subjects.size - 1)
+    mated_col = np.where(subjects[col] == p_subjects, col, -1)
+    if not (mated_col >= 0).any():
+        raise ValueError("no probe's subject is in the gallery; rank and TPIR are undefined")
+    mated, above, nonmated = _search(feats, g_rows, subject_of_row, p_rows, mated_col)
+    tpir: dict[str, float] = {}
+    nonmated = np.sort(nonmated)[::-1]
+    for f in fpirs:
+        if nonmated.size == 0:
+            tpir[rate_key("tpir_fpir", f)] = float("nan")
+            continue
+        threshold = nonmated[max(int(nonmated.size * f) - 1, 0)]
+        tpir[rate_key("tpir_fpir", f)] = float(np.mean((above == 0) & (mated > threshold)))
+    return above, tpir
+
+
+def _rank_rates(above: np.ndarray, ranks: Sequence[int]) -> dict[str, float]:
+    return {f"rank{k}": float(np.mean(above < k)) for k in ranks}
+
+
 def identify_1n(
     template_ids: np.ndarray,
     template_feats: np.ndarray,
@@ -307,31 +352,16 @@ def identify_1n(
     no probe is non-mated). Rates are fractions of the mated probes.
     """
     _check_rates(ranks, fpirs)
-    feats = _matrix(template_feats, "template_feats")
-    lookup = _lookup(_ids(template_ids, "template_ids", feats.shape[0]))
-    g_tids = _ids(gallery_tids, "gallery_tids")
-    g_subjects = _ids(gallery_subjects, "gallery_subjects", g_tids.size)
-    p_tids = _ids(probe_tids, "probe_tids")
-    p_subjects = _ids(probe_subjects, "probe_subjects", p_tids.size)
-    if g_tids.size == 0:
-        raise ValueError("the gallery has no templates")
-    g_rows = _search_rows(lookup, g_tids, "gallery")
-    p_rows = _search_rows(lookup, p_tids, "probe")
-    subjects, subject_of_row = np.unique(g_subjects, return_inverse=True)
-    col = np.minimum(np.searchsorted(subjects, p_subjects), subjects.size - 1)
-    mated_col = np.where(subjects[col] == p_subjects, col, -1)
-    if not (mated_col >= 0).any():
-        raise ValueError("no probe's subject is in the gallery; rank and TPIR are undefined")
-    mated, above, nonmated = _search(feats, g_rows, subject_of_row, p_rows, mated_col)
-    out = {f"rank{k}": float(np.mean(above < k)) for k in ranks}
-    nonmated = np.sort(nonmated)[::-1]
-    for f in fpirs:
-        if nonmated.size == 0:
-            out[rate_key("tpir_fpir", f)] = float("nan")
-            continue
-        threshold = nonmated[max(int(nonmated.size * f) - 1, 0)]
-        out[rate_key("tpir_fpir", f)] = float(np.mean((above == 0) & (mated > threshold)))
-    return out
+    above, tpir = _identify(
+        template_ids,
+        template_feats,
+        gallery_tids,
+        gallery_subjects,
+        probe_tids,
+        probe_subjects,
+        fpirs,
+    )
+    return {**_rank_rates(above, ranks), **tpir}
 
 
 def table_templates(table: TemplateTable, name: str = "table") -> tuple[np.ndarray, np.ndarray]:
@@ -361,8 +391,21 @@ def identify_1n_galleries(
     probes: TemplateTable,
     ranks: Sequence[int] = RANKS,
     fpirs: Sequence[float] = FPIRS,
+    rank_pooling: RankPooling = "pooled",
 ) -> dict[str, float]:
-    """:func:`identify_1n` in each gallery (IJB-C G1, G2), averaged; keys prefixed ``1n_``."""
+    """:func:`identify_1n` in each gallery (IJB-C G1, G2) combined; keys prefixed ``1n_``.
+
+    ``rank_pooling="pooled"`` (the reference): ``rank<k>`` = hits summed over the galleries /
+    mated searches summed over them. Keras_insightface divides by the number of probes, which
+    is the same when every probe is mated in exactly one gallery, as in IJB-B/C (the galleries
+    split the subjects). ``"averaged"``: the mean of the galleries' rates. TPIR is always the
+    mean of the galleries' TPIRs, as in the reference.
+    """
+    if rank_pooling not in get_args(RankPooling):
+        raise ValueError(
+            f"rank_pooling must be one of {get_args(RankPooling)}, got {rank_pooling!r}"
+        )
+    _check_rates(ranks, fpirs)
     named = (
         dict(galleries)
         if isinstance(galleries, Mapping)
@@ -375,11 +418,15 @@ def identify_1n_galleries(
     for name, table in named.items():
         g_tids, g_subjects = table_templates(table, name)
         runs.append(
-            identify_1n(
-                template_ids, template_feats, g_tids, g_subjects, p_tids, p_subjects, ranks, fpirs
-            )
+            _identify(template_ids, template_feats, g_tids, g_subjects, p_tids, p_subjects, fpirs)
         )
-    return {f"1n_{key}": float(np.mean([r[key] for r in runs])) for key in runs[0]}
+    if rank_pooling == "pooled":
+        rates = _rank_rates(np.concatenate([above for above, _ in runs]), ranks)
+    else:
+        per_gallery = [_rank_rates(above, ranks) for above, _ in runs]
+        rates = {key: float(np.mean([r[key] for r in per_gallery])) for key in per_gallery[0]}
+    rates.update({key: float(np.mean([t[key] for _, t in runs])) for key in runs[0][1]})
+    return {f"1n_{key}": value for key, value in rates.items()}
 
 
 # ------------------------------------------------------------------------------ all
@@ -415,6 +462,7 @@ def evaluate_ijb(
     galleries: Sequence[TemplateTable] | Mapping[str, TemplateTable] | None = None,
     probes: TemplateTable | None = None,
     fars: Sequence[float] = FARS,
+    rank_pooling: RankPooling = "pooled",
 ) -> BenchmarkResult:
     """1:1 (and with ``galleries`` and ``probes``, 1:N) IJB metrics from per-image features.
 
@@ -422,7 +470,8 @@ def evaluate_ijb(
     ``meta`` order; ``faceness`` (N,) the detector scores from ``name_5pts_score`` (None: all 1).
     Reference variant (plain keys, e.g. ``tar_far_1e-4``; the result's ROC): image feature =
     ``plain + flipped`` times faceness. Plain variant (``plain_`` keys): unit ``plain`` only.
-    1:N metrics (``1n_`` keys) use the reference variant. The result's ``scores`` are the
+    1:N metrics (``1n_`` keys) use the reference variant, ``rank_pooling`` as in
+    :func:`identify_1n_galleries`. The result's ``scores`` are the
     reference variant's template-pair cosines with their labels. Pooling is linear, so ``plain`` and
     ``flipped`` are pooled separately and added: no (N, D) copy of the features is made.
     """
@@ -449,7 +498,9 @@ def evaluate_ijb(
     alt = verify_11(score_template_pairs(tids, unit, t1, t2), pairs.labels, fars, "plain_")
     metrics = {**main.metrics, **alt.metrics}
     if galleries is not None and probes is not None:
-        metrics.update(identify_1n_galleries(tids, ref, galleries, probes))
+        metrics.update(
+            identify_1n_galleries(tids, ref, galleries, probes, rank_pooling=rank_pooling)
+        )
     details = {
         **main.details,
         "n_images": n,
@@ -457,6 +508,8 @@ def evaluate_ijb(
         "flip": "f(x)+f(flip(x))" if flipped is not None else "none",
         "faceness": "yes" if weights is not None else "no",
     }
+    if galleries is not None:
+        details["1n_rank_pooling"] = rank_pooling
     genuine = binary_labels(pairs.labels, scores.size)
     return BenchmarkResult(
         metrics,

@@ -22,7 +22,8 @@ pairs exactly as the devkit's L2 distances do.
 - Refined (insightface ``remove_noises``, keys prefixed ``refined_``): noisy distractors score
   -inf against everything (insightface puts 100 in a 513th dimension, so their L2 distance is
   huge) and still count as impostors; each noisy FaceScrub image is replaced by its identity's
-  centre (the mean of its clean features) plus U(-0.001, 0.001) noise, re-normalised.
+  centre (the *sum* of its clean features, as insightface) plus U(-0.001, 0.001) noise,
+  re-normalised. Either noise list may be absent: only what the given ones name is removed.
 
 The distractor matrix (e.g. a 2 GB memmap) is read ``chunk`` rows at a time; the probe x chunk
 scores feed the per-group maxima and the impostor top-k in the same pass, on ``device``.
@@ -101,8 +102,11 @@ def remove_probe_noise(
     feats: np.ndarray, ids: np.ndarray, noisy: np.ndarray, *, seed: int = 0
 ) -> np.ndarray:
     """insightface ``remove_noises`` for FaceScrub: each noisy row becomes its identity's centre
-    (mean of the clean rows) + U(-0.001, 0.001), re-normalised. The noise is one
-    ``Generator.uniform`` draw of shape (#noisy, d) from ``default_rng(seed)``, in row order."""
+    (the sum of its clean rows, in float64) + U(-0.001, 0.001), re-normalised.
+
+    insightface sums, so the noise is 1/n of what it would be on the mean of n clean rows: the
+    result is ``normalize(mean + u / n)``. The noise is one ``Generator.uniform`` draw of shape
+    (#noisy, d) from ``default_rng(seed)``, in row order."""
     feats = np.asarray(feats, dtype=np.float32)
     noisy = _as_mask(noisy, len(feats), "noisy probes")
     codes = np.unique(np.asarray(ids), return_inverse=True)[1].ravel()
@@ -117,7 +121,7 @@ def remove_probe_noise(
     empty = rows[counts[codes[rows]] == 0]
     if empty.size:
         raise ValueError(f"probe {empty[0]} is noisy and its identity has no clean image")
-    centre = sums[codes[rows]] / counts[codes[rows], None]
+    centre = sums[codes[rows]]
     noise = np.random.default_rng(seed).uniform(-NOISE, NOISE, size=centre.shape)
     g = centre + noise
     out[rows] = (g / np.linalg.norm(g, axis=1, keepdims=True)).astype(np.float32)

@@ -7,6 +7,14 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 
 from arcflow.evaluate.published import PUBLISHED
+from arcflow.evaluate.resolution import (
+    BELOW_RESOLUTION,
+    describe_size,
+    matches_real_release,
+    reported_metrics,
+    resolution,
+    set_size,
+)
 from arcflow.evaluate.result import BenchmarkResult
 from arcflow.evaluate.thresholds import ACCEPT, FARS, KNOWN, Thresholds, far_key
 
@@ -32,11 +40,22 @@ def roc_rows(fpr: np.ndarray, tpr: np.ndarray, max_points: int = 400) -> list[li
 
 
 def metrics_document(results: Mapping[str, BenchmarkResult | None]) -> dict[str, object]:
-    """``benchmark -> metric -> value`` for ``dvc metrics``; absent ones as ``"not available"``."""
+    """``benchmark -> metric -> value`` for ``dvc metrics``; absent ones as ``"not available"``,
+    metrics the set cannot resolve as ``"below resolution"``, and ``resolution_far`` (1 / the
+    impostor comparisons) where the benchmark counts them."""
     return {
-        name: NOT_AVAILABLE if result is None else {k: float(v) for k, v in result.metrics.items()}
+        name: NOT_AVAILABLE if result is None else benchmark_document(result)
         for name, result in results.items()
     }
+
+
+def benchmark_document(result: BenchmarkResult) -> dict[str, float | str]:
+    """One benchmark's entry of :func:`metrics_document` (also what MLflow receives)."""
+    doc = reported_metrics(result)
+    min_far = resolution(result).min_far
+    if min_far is not None:
+        doc["resolution_far"] = min_far
+    return doc
 
 
 def roc_figure(curves: Mapping[str, tuple[np.ndarray, np.ndarray]], title: str = "ROC"):
@@ -62,8 +81,46 @@ def roc_figure(curves: Mapping[str, tuple[np.ndarray, np.ndarray]], title: str =
     return fig
 
 
-def _percent(value: float | None) -> str:
+def _percent(value: float | str | None) -> str:
+    if isinstance(value, str):
+        return value
     return "–" if value is None else f"{100 * value:.2f}"
+
+
+def dataset_banner(dataset: Mapping[str, object] | None) -> str:
+    """Which data the numbers come from, first thing in the report."""
+    if dataset is None:
+        return (
+            "**Data: unknown** (the aligned sets carry no `dataset.json`). Published numbers "
+            "are shown only beside sets of the real protocol's size."
+        )
+    name = str(dataset.get("dataset", "unknown"))
+    if dataset.get("synthetic"):
+        return (
+            f"**Data: {name}**, the embedded synthetic dataset, not the real releases. Its sets "
+            "are small and generated: read the numbers to compare models trained here, never "
+            "against the papers. Published numbers are shown only beside sets of the real "
+            "protocol's size."
+        )
+    return (
+        f"**Data: {name}** (source `{dataset.get('source', name)}`). Published numbers are "
+        "shown only beside sets of the real protocol's size."
+    )
+
+
+def _metric_label(name: str, key: str, result: BenchmarkResult) -> str:
+    """MegaFace's identification rate named with its distractor count (the paper's is at 1M)."""
+    if name == "megaface" and key.endswith("rank1"):
+        count = set_size(name, result).get("n_distractors")
+        return f"{key} @ {count:,} distractors" if count else key
+    return key
+
+
+def _value(key: str, reported: Mapping[str, float | str], min_far: float | None) -> str:
+    value = reported.get(key)
+    if value == BELOW_RESOLUTION and min_far is not None:
+        return f"{BELOW_RESOLUTION} (the set resolves FAR ≥ {min_far:.2g})"
+    return _percent(value)
 
 
 def markdown_report(
@@ -72,30 +129,39 @@ def markdown_report(
     headlines: Mapping[str, str],
     notes: Sequence[str] = (),
     sections: Sequence[str] = (),
+    dataset: Mapping[str, object] | None = None,
 ) -> str:
-    """A summary table (ours beside the paper's and insightface's numbers), every metric, then
-    ``sections`` (markdown blocks, e.g. :func:`thresholds_section`) and the notes."""
+    """A summary table (ours, each set's size, the published numbers where the protocol sizes
+    match), every metric, then ``sections`` (markdown blocks, e.g. :func:`thresholds_section`)
+    and the notes. Metrics read at a FAR the set cannot resolve say so instead of a value."""
     lines = [
         "# Evaluation report",
         "",
+        dataset_banner(dataset),
+        "",
         "Values in %. Published numbers: ResNet100 trained on MS1MV2 (ArcFace paper,",
         "arXiv 1801.07698v3; insightface model zoo, IJB notebooks); see",
-        "`arcflow/evaluate/published.py`.",
+        "`arcflow/evaluate/published.py`. A metric read at a FAR below 1 / (impostor",
+        "comparisons) is *below resolution*: the set cannot measure it.",
         "",
-        "| benchmark | metric | ours | paper | insightface |",
-        "|---|---|---:|---:|---:|",
+        "| benchmark | set size | metric | ours | paper | insightface |",
+        "|---|---|---|---:|---:|---:|",
     ]
     for name, result in results.items():
         metric = headlines[name]
         if result is None:
-            lines.append(f"| {titles[name]} | {metric} | {NOT_AVAILABLE} | | |")
+            lines.append(f"| {titles[name]} | | {metric} | {NOT_AVAILABLE} | | |")
             continue
-        published = PUBLISHED.get(name, {})
-        keys = [metric, *(k for k in published if k != metric and k in result.metrics)]
+        reported, min_far = reported_metrics(result), resolution(result).min_far
+        published = PUBLISHED.get(name, {}) if matches_real_release(name, result) else {}
+        shown = PUBLISHED.get(name, {})
+        size = describe_size(name, result)
+        keys = [metric, *(k for k in shown if k != metric and k in result.metrics)]
         for key in keys:
             ref = published.get(key)
             lines.append(
-                f"| {titles[name]} | {key} | {_percent(result.metrics.get(key))} "
+                f"| {titles[name]} | {size} | {_metric_label(name, key, result)} "
+                f"| {_value(key, reported, min_far)} "
                 f"| {_percent(ref and ref.paper)} | {_percent(ref and ref.insightface)} |"
             )
     lines += ["", "## All metrics", ""]
@@ -103,7 +169,10 @@ def markdown_report(
         if result is None:
             continue
         lines += [f"### {titles[name]}", "", "| metric | value |", "|---|---:|"]
-        lines += [f"| {k} | {v:.6g} |" for k, v in result.metrics.items()]
+        lines += [
+            f"| {k} | {v if isinstance(v, str) else f'{v:.6g}'} |"
+            for k, v in benchmark_document(result).items()
+        ]
         lines += [f"| {k} | {v} |" for k, v in result.details.items()]
         lines.append("")
     absent = [titles[n] for n, r in results.items() if r is None]

@@ -118,6 +118,7 @@ def ijb(name: str) -> Runner:
             galleries,
             probes,
             fars=cfg.ijb_fars,
+            rank_pooling=cfg.ijb_rank_pooling,
         )
 
     return run
@@ -131,7 +132,8 @@ def _set_rows(names: list[str], paths: list[str], folder: str, where: str) -> np
 
 
 def megaface(ctx: EvalContext, cfg: EvaluateParams) -> BenchmarkResult:
-    """MegaFace Challenge 1 with every distractor list present; refined with the noise lists."""
+    """MegaFace Challenge 1 with every distractor list present; refined (``refined_`` keys) with
+    whichever of insightface's noise lists the release ships, each removing only what it names."""
     lists_dir = ctx.protocol("megaface", "templatelists")
     probes = read_feature_list(lists_dir / FACESCRUB_LIST)
     lists = {
@@ -146,21 +148,22 @@ def megaface(ctx: EvalContext, cfg: EvaluateParams) -> BenchmarkResult:
     where = str(ctx.root / "sets" / "megaface")
     probe_feats = emb[_set_rows(names, list(probes.paths), "facescrub_images", where)]
     distractor_feats = emb[_set_rows(names, distractors, "megaface_images", where)]
-    noise = {
-        key: read_noise_list(path)
-        for key, path in (
-            ("probes", ctx.protocol("megaface", "facescrub_noises.txt")),
-            ("distractors", ctx.protocol("megaface", "megaface_noises.txt")),
-        )
-        if cfg.megaface_refined and path.is_file()
-    }
+    noisy_probes: np.ndarray | None = None
+    noisy_distractors: np.ndarray | None = None
+    if cfg.megaface_refined:
+        facescrub_noises = ctx.protocol("megaface", "facescrub_noises.txt")
+        megaface_noises = ctx.protocol("megaface", "megaface_noises.txt")
+        if facescrub_noises.is_file():
+            noisy_probes = noise_mask(list(probes.paths), read_noise_list(facescrub_noises))
+        if megaface_noises.is_file():
+            noisy_distractors = noise_mask(distractors, read_noise_list(megaface_noises))
     return evaluate_megaface(
         probe_feats,
         np.asarray(probes.ids),
         distractor_feats,
         list_indices(distractors, lists),
-        noisy_probes=noise_mask(list(probes.paths), noise["probes"]) if noise else None,
-        noisy_distractors=noise_mask(distractors, noise["distractors"]) if noise else None,
+        noisy_probes=noisy_probes,
+        noisy_distractors=noisy_distractors,
         device=ctx.device,
         chunk=cfg.chunk,
     )

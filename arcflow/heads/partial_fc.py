@@ -388,6 +388,13 @@ class PartialFC(nn.Module):
                 out.index_copy_(0, index, grad)
         return out
 
+    def grads_finite(self) -> torch.Tensor:
+        """Whether every centre gradient recorded since the last step is finite (0-dim bool)."""
+        grads = [leaf.grad for _, leaf in self._pending if leaf.grad is not None]
+        if not grads:
+            return torch.ones((), dtype=torch.bool, device=self.weight.device)
+        return torch.stack([torch.isfinite(g).all() for g in grads]).all()
+
     def zero_grad(self, set_to_none: bool = True) -> None:
         """Drop the gradients recorded since the last :meth:`step` (no update)."""
         self._pending.clear()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+import torch
 from torch import nn
 
 from arcflow.models.iresnet import (
@@ -69,3 +70,21 @@ def canonical_name(name: str) -> str:
         allowed = ", ".join(list_backbones() + sorted(_ALIASES))
         raise ValueError(f"unknown backbone {name!r}; allowed: {allowed}")
     return key
+
+
+def set_trunk_precision(model: nn.Module, dtype: torch.dtype | None) -> str:
+    """Run ``model``'s trunk under autocast to ``dtype`` and its output layer (FC + BN1d) in
+    fp32, as insightface's ``fp16`` backbones do (None: everything in fp32). Returns the
+    precision's name for cache keys and logs: ``fp32``, ``bf16-trunk`` or ``fp16-trunk``.
+
+    A model without our backbones' ``fp16``/``amp_dtype`` switches (e.g. a compiled wrapper
+    around one) is looked through to the backbone inside; anything else stays fp32.
+    """
+    target = getattr(model, "_orig_mod", model)
+    if not hasattr(target, "fp16") or not hasattr(target, "amp_dtype"):
+        return "fp32"
+    target.fp16 = dtype is not None
+    target.amp_dtype = dtype
+    if dtype is None:
+        return "fp32"
+    return {torch.bfloat16: "bf16-trunk", torch.float16: "fp16-trunk"}[dtype]

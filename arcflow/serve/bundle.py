@@ -16,8 +16,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from arcflow.align.template import ARCFACE_TEMPLATE
 from arcflow.errors import DataFormatError
+from arcflow.face_template import ARCFACE_TEMPLATE
 
 CONFIG_NAME = "face_pipeline.json"
 FORMAT_VERSION = 1

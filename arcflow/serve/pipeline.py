@@ -18,12 +18,12 @@ import cv2
 import numpy as np
 
 from arcflow.align.detectors import Detection, Detector, get_detector
-from arcflow.align.imageio import BadImage, decode_image
 from arcflow.align.select import pick_face
-from arcflow.align.template import estimate_similarity
 from arcflow.embedding import OnnxEncoder, flip_embed, normalise_crops
 from arcflow.errors import ConfigError
 from arcflow.evaluate.thresholds import Thresholds
+from arcflow.face_template import estimate_similarity
+from arcflow.imageio import BadImage, decode_image
 from arcflow.serve.bundle import CONFIG_NAME, Bundle, read_bundle
 from arcflow.serve.decision import Decision, decide
 from arcflow.serve.inputs import ItemError, item_bytes

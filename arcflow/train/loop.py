@@ -2,10 +2,10 @@
 
 Readable top to bottom: :func:`train_model` builds the model, optimiser and data plan, resumes
 from the last checkpoint of the same run if there is one, then runs steps. A step is
-``train.grad_accumulation`` micro-batches per process (DDP across ``train.devices``), one
-optimiser update, a checkpoint every ``train.checkpoint_every`` steps. Which images a step
-uses depends only on the step number (:mod:`arcflow.train.sampling`), so a resumed run is the
-uninterrupted run.
+the micro-batches of :func:`~arcflow.train.schedules.batch_layout` on each process (DDP across
+``train.devices``), one optimiser update, a checkpoint every ``train.checkpoint_every`` steps.
+Which images a step uses depends only on the step number (:mod:`arcflow.train.sampling`), so a
+resumed run is the uninterrupted run.
 """
 
 from __future__ import annotations
@@ -34,13 +34,15 @@ from arcflow.errors import TrainingError
 from arcflow.heads import MarginHead, build_head, head_margins
 from arcflow.heads.partial_fc import PartialFC
 from arcflow.heads.terms import extra_loss
-from arcflow.models import get_backbone
+from arcflow.models import get_backbone, set_trunk_precision
 from arcflow.progress import progress
+from arcflow.seeding import derive_seed
 from arcflow.train import checkpoint
+from arcflow.train.amp import optimizer_step
 from arcflow.train.distributed import DistContext
 from arcflow.train.identity_batches import IdentityBatchSampler
 from arcflow.train.sampling import SeededAugment, StepPlan, StepSampler
-from arcflow.train.schedules import lr_factor, sphereface_lambda
+from arcflow.train.schedules import batch_layout, run_schedule, sphereface_lambda
 
 LogFn = Callable[[int, dict[str, float]], None]
 #: Verification during training: ``validate(backbone) -> {set name: accuracy}``.
@@ -98,18 +100,16 @@ class FaceModel(nn.Module):
         self,
         backbone: nn.Module,
         head: nn.Module | None,
-        dtype: torch.dtype | None,
         terms: Sequence[str] = (),
         triplet_margin: float = 0.35,
     ) -> None:
         super().__init__()
-        self.backbone, self.head, self.dtype = backbone, head, dtype
+        self.backbone, self.head = backbone, head
         self.terms, self.triplet_margin = tuple(terms), triplet_margin
 
     def forward(self, images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        with torch.autocast(images.device.type, dtype=self.dtype, enabled=self.dtype is not None):
-            embeddings = self.backbone(images)
-        embeddings = embeddings.float()
+        # the trunk autocasts itself (set_trunk_precision); FC + BN1d stay fp32, as insightface
+        embeddings = self.backbone(images).float()
         head = _unwrapped(self.head)
         if head is None:
             loss = embeddings.new_zeros(())
@@ -140,6 +140,7 @@ def make_head(cfg: TrainParams, num_classes: int) -> nn.Module | None:
             m1=cfg.m1,
             m2=cfg.m2,
             m3=cfg.m3,
+            sphereface_psi=cfg.sphereface_psi,
             straight_through=cfg.straight_through,
         )
     m1, m2, m3 = head_margins(cfg.head, m=cfg.m, m1=cfg.m1, m2=cfg.m2, m3=cfg.m3)
@@ -181,6 +182,9 @@ def _loader(dataset: Dataset, cfg: TrainParams, sampler: StepSampler, device: to
         num_workers=cfg.num_workers,
         pin_memory=device.type == "cuda",
         prefetch_factor=2 if cfg.num_workers else None,
+        # its own generator: creating an iterator draws a base seed, which from the global one
+        # would shift dropout's random stream by a draw on every resume
+        generator=torch.Generator().manual_seed(derive_seed(cfg.seed, "loader") % 2**63),
     )
 
 
@@ -219,7 +223,8 @@ def train_model(
     backbone = get_backbone(cfg.backbone, **kwargs)
     head = make_head(cfg, num_classes)
     dtype = autocast_dtype(cfg, device)
-    model = FaceModel(backbone, head, dtype, cfg.extra_losses, cfg.triplet_margin).to(device)
+    set_trunk_precision(backbone, dtype)
+    model = FaceModel(backbone, head, cfg.extra_losses, cfg.triplet_margin).to(device)
     channels_last = cfg.channels_last and channels_last_is_safe(model, device)
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
@@ -228,36 +233,30 @@ def train_model(
         lr=cfg.lr,
         momentum=cfg.momentum,
     )
+    layout = batch_layout(cfg, ctx.world_size)
     identities = None
     if cfg.images_per_identity:
         labels = getattr(dataset, "labels", None)
         if labels is None:
             raise TrainingError("train.images_per_identity needs a dataset that lists its labels")
         k = cfg.images_per_identity
-        identities = IdentityBatchSampler(labels, cfg.batch_size // k, k, seed=cfg.seed)
+        identities = IdentityBatchSampler(labels, layout.micro_batch // k, k, seed=cfg.seed)
     plan = StepPlan(
         len(dataset),  # type: ignore[arg-type]
-        cfg.batch_size,
-        cfg.grad_accumulation,
+        layout.micro_batch,
+        layout.accumulation,
         ctx.world_size,
         cfg.seed,
         identities,
     )
     if plan.steps_per_epoch < 1:
         raise TrainingError(
-            f"a global batch of {plan.global_batch} images (train.batch_size x "
-            f"grad_accumulation x devices) exceeds the dataset size {len(dataset)}"  # type: ignore[arg-type]
+            f"a global batch of {plan.global_batch} images (train.global_batch_size, or "
+            f"batch_size x grad_accumulation x devices) exceeds the dataset size {len(dataset)}"  # type: ignore[arg-type]
         )
-    total_steps = cfg.epochs * plan.steps_per_epoch
-    scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer,
-        lr_factor(
-            cfg.schedule,
-            total_steps,
-            warmup_steps=round(cfg.warmup_epochs * plan.steps_per_epoch),
-            milestones=[round(e * plan.steps_per_epoch) for e in cfg.step_milestones],
-        ),
-    )
+    schedule = run_schedule(cfg, plan.steps_per_epoch)
+    total_steps = schedule.total_steps
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule.factor())
     scaler = torch.amp.GradScaler(device.type, enabled=dtype == torch.float16)
 
     result = TrainResult(backbone=backbone, backbone_kwargs=kwargs)
@@ -297,12 +296,11 @@ def train_model(
         trained = FaceModel(
             data_parallel(compiled, device),  # type: ignore[arg-type]
             data_parallel(head, device),
-            dtype,
             cfg.extra_losses,
             cfg.triplet_margin,
         )
     elif cfg.compile:
-        trained = FaceModel(compiled, head, dtype, cfg.extra_losses, cfg.triplet_margin)
+        trained = FaceModel(compiled, head, cfg.extra_losses, cfg.triplet_margin)
     synced = [m for m in (trained.backbone, trained.head) if isinstance(m, DistributedDataParallel)]
     every = cfg.checkpoint_every or plan.steps_per_epoch
 
@@ -315,18 +313,18 @@ def train_model(
         if isinstance(head, MarginHead) and cfg.head == "sphereface":
             head.blend = sphereface_lambda(step, **cfg.sphereface_lambda.model_dump())
         loss_sum = torch.zeros((), device=device)
-        for j in range(cfg.grad_accumulation):
+        for j in range(plan.accumulation):
             images, labels = next(batches)
             images = images.to(device, non_blocking=True)
             labels = labels.to(device, non_blocking=True)
             if channels_last:
                 images = images.contiguous(memory_format=torch.channels_last)
-            last = j == cfg.grad_accumulation - 1
+            last = j == plan.accumulation - 1
             with contextlib.ExitStack() as sync:
                 if not last:  # gradients are averaged over processes once per step
                     for module in synced:
                         sync.enter_context(module.no_sync())
-                loss = trained(images, labels) / cfg.grad_accumulation
+                loss = trained(images, labels) / plan.accumulation
                 if j == 0:
                     # freed here, between forward and backward, last step's gradients hand their
                     # memory straight to this backward's (same sizes): ~20% faster on CPU than
@@ -341,23 +339,16 @@ def train_model(
                 f"loss became {loss_value.item()} at step {step}; the last good checkpoint is kept",
                 hint="lower train.lr, add warmup (train.warmup_epochs) or use precision bf16",
             )
-        scaler.unscale_(optimizer)
-        grad_norm = (
-            nn.utils.clip_grad_norm_(model.backbone.parameters(), cfg.grad_clip)
-            if cfg.grad_clip > 0
-            else torch.tensor(float("nan"))
+        grad_norm, _ = optimizer_step(  # Partial FC's centres step (or skip) with the backbone
+            optimizer,
+            scaler,
+            model.backbone,
+            head,
+            grad_clip=cfg.grad_clip,
+            momentum=cfg.momentum,
+            weight_decay=cfg.weight_decay,
+            distributed=ctx.distributed,
         )
-        if isinstance(head, PartialFC):  # its centres: SGD on the sampled rows only
-            group = optimizer.param_groups[0]
-            head.step(
-                group["lr"],
-                momentum=cfg.momentum,
-                weight_decay=cfg.weight_decay,
-                grad_scale=scaler.get_scale() if scaler.is_enabled() else None,
-            )
-            head.zero_grad()
-        scaler.step(optimizer)
-        scaler.update()
         scheduler.step()
         step += 1
         bar.update(1)

@@ -25,7 +25,7 @@ SCRIPT = textwrap.dedent(
     """
     import json, resource, sys
     from pathlib import Path
-    from arcflow.align.imageio import decode_image
+    from arcflow.imageio import decode_image
     from arcflow.data.binpairs import load_bin
     from arcflow.data.recordio import read_face_dataset_index
     from arcflow.data.transforms import decode_rgb

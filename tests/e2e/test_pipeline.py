@@ -148,7 +148,15 @@ def test_repro_produces_metrics_model_and_onnx(pipeline: Path) -> None:
     assert 0.5 < evaluation["megaface"]["rank1"] <= 1.0  # chance is 1/1001
     assert 0.5 < evaluation["ijbc"]["tar_far_1e-4"] <= 1.0
     report = (pipeline / "reports" / "evaluation.md").read_text()
-    assert "| IJB-B | tar_far_1e-4 | not available | | |" in report
+    assert "| IJB-B | | tar_far_1e-4 | not available | | |" in report
+    assert report.splitlines()[2].startswith("**Data: synthface**")
+    impostors = json.loads((pipeline / "metrics" / "eval_details.json").read_text())["ijbc"][
+        "n_impostor"
+    ]
+    for far in (1e-4, 1e-5, 1e-6):  # below what IJB-C's impostor pairs resolve: never a number
+        value = evaluation["ijbc"][f"tar_far_{far:.0e}".replace("e-0", "e-")]
+        assert (value == "below resolution") == (far * impostors < 1), (far, value)
+    assert "99.83" not in report and "96.18" not in report  # no published numbers here
     for name in scored:
         assert (pipeline / "plots" / "roc" / f"{name}.png").is_file(), name
     assert metrics["metrics/export.json"]["data"]["max_abs_diff"] < 1e-4

@@ -12,11 +12,11 @@ import pytest
 
 from arcflow.align.dataset import align_dataset
 from arcflow.align.detectors import get_detector
-from arcflow.align.template import ARCFACE_TEMPLATE
 from arcflow.config import AlignParams
 from arcflow.data.imageset import ImageSet
 from arcflow.data.recordio import FaceRecordDataset
 from arcflow.errors import DataFormatError
+from arcflow.face_template import ARCFACE_TEMPLATE
 from tests.photos import insightface_photos
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]

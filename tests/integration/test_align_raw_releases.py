@@ -12,13 +12,13 @@ import numpy as np
 import pytest
 
 from arcflow.align.dataset import align_dataset
-from arcflow.align.template import warp_face
 from arcflow.config import AlignParams
 from arcflow.data.binpairs import load_bin, save_bin
 from arcflow.data.protocols import agedb, calfw, ijb
 from arcflow.data.protocols.cfp import CFPSplit, image_entry, read_cfp, write_cfp
 from arcflow.data.synthface import SynthFaceSpec, iter_images
 from arcflow.errors import ConfigError
+from arcflow.face_template import warp_face
 from tests.integration.test_align_release import _corrupt
 
 pytestmark = pytest.mark.integration

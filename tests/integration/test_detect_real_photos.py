@@ -21,7 +21,7 @@ import numpy as np
 import pytest
 
 from arcflow.align.detectors import Detection, get_detector
-from arcflow.align.template import estimate_similarity, template_for
+from arcflow.face_template import estimate_similarity, template_for
 from tests.photos import insightface_photos
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]

@@ -72,9 +72,14 @@ def test_every_benchmark_is_listed_and_synthface_ones_are_scored(
         assert (work / "plots" / "roc" / f"{name}.csv").read_text().startswith("fpr,tpr\n")
         assert (work / "plots" / "roc" / f"{name}.png").read_bytes()[:4] == b"\x89PNG"
     report = (work / "reports" / "evaluation.md").read_text()
-    assert "| IJB-B | tar_far_1e-4 | not available | | |" in report
+    assert "| IJB-B | | tar_far_1e-4 | not available | | |" in report
     assert "## Decision thresholds" in report and "IJB-C (template pairs: 20 genuine" in report
-    assert "| LFW | accuracy |" in report and "99.83" in report
+    assert report.splitlines()[2].startswith("**Data: synthface**, the embedded synthetic")
+    assert "| LFW | " in report and "99.83" not in report  # tiny sets: no published numbers
+    # 760 impostor pairs resolve FAR >= 1.3e-3: TAR@1e-4 is not a number
+    assert "| tar_far_1e-4 | below resolution (the set resolves FAR ≥ 0.0013) |" in report
+    assert metrics["ijbc"]["tar_far_1e-4"] == "below resolution"
+    assert metrics["ijbc"]["resolution_far"] == pytest.approx(1 / 760)
     assert "CALFW not available" in stderr
 
 
@@ -86,10 +91,12 @@ def test_metrics_figures_and_report_reach_mlflow(
     _, run_id, _ = evaluated
     client = mlflow.MlflowClient(mlflow_server)
     run = client.get_run(run_id)
-    assert {"eval.lfw.accuracy", "eval.ijbc.tar_far_1e-4", "eval.megaface.rank1"} <= set(
+    assert {"eval.lfw.accuracy", "eval.ijbc.tar_far_1e-2", "eval.megaface.rank1"} <= set(
         run.data.metrics
     )
     assert run.data.tags["eval.iqiyi_vid"] == "not available"
+    assert "eval.ijbc.tar_far_1e-4" not in run.data.metrics  # 760 impostors cannot resolve it
+    assert run.data.tags["eval.ijbc.tar_far_1e-4"] == "below resolution"
     artifacts = {a.path for d in ("plots", "reports") for a in client.list_artifacts(run_id, d)}
     assert {"plots/roc.png", "reports/evaluation.md"} <= artifacts
     assert "thresholds.json" in {a.path for a in client.list_artifacts(run_id)}

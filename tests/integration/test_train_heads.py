@@ -93,7 +93,7 @@ def test_partial_fc_head_holds_no_optimiser_parameters() -> None:
     cfg = TrainParams(**{**BASE, "head": "arcface", "partial_fc": True, "sample_rate": 0.1})
     head = make_head(cfg, 50)
     assert head is not None and list(head.parameters()) == []
-    model = FaceModel(torch.nn.Linear(2, 2), head, None)
+    model = FaceModel(torch.nn.Linear(2, 2), head)
     assert "head.weight" in model.state_dict()  # the centres are checkpointed all the same
 
 

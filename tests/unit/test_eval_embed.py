@@ -128,3 +128,41 @@ def test_rank_shares_are_whole_batches_covering_everything(
     for (lo, hi), (next_lo, _) in itertools.pairwise(shares):
         assert hi == next_lo and lo % batch == 0 and lo <= hi
     assert share(10, 4, 0, 2) == (0, 8) and share(10, 4, 1, 2) == (8, 10)
+
+
+def _output_layer_inputs(model) -> dict[str, object]:
+    """The dtypes entering every Linear and BatchNorm1d (the FC + BN1d output layer)."""
+    import torch
+
+    seen: dict[str, object] = {}
+    for name, module in model.named_modules():
+        if isinstance(module, torch.nn.Linear | torch.nn.BatchNorm1d):
+            module.register_forward_pre_hook(
+                lambda _m, args, name=name: seen.__setitem__(name, args[0].dtype)
+            )
+    return seen
+
+
+@pytest.mark.parametrize("backbone", ["iresnet18", "mobilefacenet"])
+def test_a_bf16_trunk_keeps_the_output_layer_in_fp32(backbone: str) -> None:
+    """As insightface: the trunk under autocast, FC + BN1d in fp32 (the embedding is not
+    rounded to bf16 before the head sees it)."""
+    import torch
+
+    from arcflow.models import get_backbone, set_trunk_precision
+
+    model = get_backbone(backbone, embedding_size=32).eval()
+    assert set_trunk_precision(model, torch.bfloat16) == "bf16-trunk"
+    seen = _output_layer_inputs(model)
+    with torch.no_grad():
+        out = model(torch.randn(2, 3, 112, 112))
+    assert out.dtype == torch.float32 and seen and set(seen.values()) == {torch.float32}
+    assert set_trunk_precision(model, None) == "fp32" and not model.fp16
+
+
+def test_the_encoder_key_names_device_and_precision() -> None:
+    from arcflow.evaluate.embed import TorchEncoder
+    from arcflow.models import get_backbone
+
+    encoder = TorchEncoder(get_backbone("iresnet18", embedding_size=32), key="torch-abc")
+    assert encoder.key == "torch-abc-cpu-fp32"  # CUDA: torch-abc-cuda-bf16-trunk

@@ -284,7 +284,7 @@ def test_identify_1n_rejects_bad_input() -> None:
         identify_1n(ids, feats, g, s, np.array([200]), np.array([1]), ranks=(0,))
 
 
-def test_identify_1n_galleries_dedupes_and_averages() -> None:
+def test_identify_1n_galleries_dedupes_pools_ranks_and_averages_tpir() -> None:
     ids, feats = _hand_gallery()
     # G1 as above with each template on two rows; G2 = subject 1 only
     g1 = _table([100, 100, 101, 102, 103, 103], [1, 1, 2, 2, 3, 3])
@@ -292,13 +292,84 @@ def test_identify_1n_galleries_dedupes_and_averages() -> None:
     probe_tids = [t for t in PROBES for _ in range(3)]
     probes = _table(probe_tids, [PROBES[t][0] for t in probe_tids])
     kw = {"ranks": (1, 2, 3), "fpirs": (0.5,)}
-    got = identify_1n_galleries(ids, feats, [g1, g2], probes, **kw)
-    # G2: mated probes 200 (.9) and 203 (.8), no rivals; non-mated bests (subject 1 column):
-    # .4 .7 .1 .3 .8 .1 .0 .2 -> desc .8 .7 .4 .3 .2 .1 .1 .0; fpir .5 -> index 3 -> .3
+    pooled = identify_1n_galleries(ids, feats, [g1, g2], probes, **kw)
+    averaged = identify_1n_galleries(ids, feats, [g1, g2], probes, **kw, rank_pooling="averaged")
+    # G1: 5 mated probes, ranks 1 2 3 2 1. G2: mated probes 200 (.9) and 203 (.8), no rivals:
+    # 2 of 2 at rank 1; non-mated bests (subject 1 column): .4 .7 .1 .3 .8 .1 .0 .2 -> desc
+    # .8 .7 .4 .3 .2 .1 .1 .0; fpir .5 -> index 3 -> .3 -> TPIR 1.
+    # pooled rank k = (G1 hits + G2 hits) / (5 + 2): rank1 (2 + 2) / 7, rank2 (4 + 2) / 7
+    assert pooled == {
+        "1n_rank1": 4 / 7,
+        "1n_rank2": 6 / 7,
+        "1n_rank3": 1.0,
+        "1n_tpir_fpir_5e-1": (EXPECTED_1N["tpir_fpir_5e-1"] + 1.0) / 2,
+    }
     g2_expected = {"rank1": 1.0, "rank2": 1.0, "rank3": 1.0, "tpir_fpir_5e-1": 1.0}
     for key, value in g2_expected.items():
-        assert got[f"1n_{key}"] == pytest.approx((EXPECTED_1N[key] + value) / 2, abs=1e-15)
-    assert set(got) == {f"1n_{k}" for k in g2_expected}
+        assert averaged[f"1n_{key}"] == pytest.approx((EXPECTED_1N[key] + value) / 2, abs=1e-15)
+    assert set(averaged) == {f"1n_{k}" for k in g2_expected}
+    with pytest.raises(ValueError, match="rank_pooling"):
+        identify_1n_galleries(ids, feats, [g1, g2], probes, rank_pooling="mean")  # type: ignore[arg-type]
+
+
+def _brute_ranks(
+    feats: dict[int, np.ndarray], gallery: TemplateTable, probe_tids: list[int], subject: dict
+) -> list[int]:
+    """Each mated probe's rank in one gallery, probe by probe: 1 + the other subjects whose
+    best template scores >= the mated subject's best (float64 dots, ties against the probe)."""
+    ranks = []
+    for probe in probe_tids:
+        best: dict[int, float] = {}
+        for t, s in zip(gallery.template_ids.tolist(), gallery.subject_ids.tolist(), strict=True):
+            best[s] = max(best.get(s, -np.inf), float(feats[probe] @ feats[t]))
+        if subject[probe] in best:
+            mated = best[subject[probe]]
+            ranks.append(1 + sum(v >= mated for s, v in best.items() if s != subject[probe]))
+    return ranks
+
+
+def test_identify_1n_galleries_pooled_and_averaged_equal_per_probe_loops() -> None:
+    """Random templates; G1 holds 6 subjects (2 templates each), G2 the other 4; probes of a G2
+    subject are noisier and fewer, so the galleries' rates and mated counts differ."""
+    rng = np.random.default_rng(11)
+    dim, n_subjects = 6, 10
+    centres = rng.standard_normal((n_subjects, dim))
+    tids, subjects, rows = [], [], []
+    for s in range(n_subjects):
+        for _ in range(2):  # gallery templates
+            tids.append(len(tids) + 1)
+            subjects.append(s)
+            rows.append(centres[s] + 0.6 * rng.standard_normal(dim))
+    probe_tids = []
+    for s in range(n_subjects):
+        for _ in range(7 if s < 6 else 3):
+            probe_tids.append(len(tids) + 1)
+            tids.append(probe_tids[-1])
+            subjects.append(s)
+            rows.append(centres[s] + (0.9 if s < 6 else 1.6) * rng.standard_normal(dim))
+    x = np.array(rows, np.float32)
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    feats = {t: x[i].astype(np.float64) for i, t in enumerate(tids)}
+    subject = dict(zip(tids, subjects, strict=True))
+    gallery_rows = [i for i, t in enumerate(tids) if t not in probe_tids]
+    g1 = _table([tids[i] for i in gallery_rows[:12]], [subjects[i] for i in gallery_rows[:12]])
+    g2 = _table([tids[i] for i in gallery_rows[12:]], [subjects[i] for i in gallery_rows[12:]])
+    probes = _table(probe_tids, [subject[t] for t in probe_tids])
+    ranks = (1, 2, 3)
+    pooled = identify_1n_galleries(np.array(tids), x, [g1, g2], probes, ranks, fpirs=(0.1,))
+    averaged = identify_1n_galleries(
+        np.array(tids), x, [g1, g2], probes, ranks, fpirs=(0.1,), rank_pooling="averaged"
+    )
+    per_gallery = [_brute_ranks(feats, g, probe_tids, subject) for g in (g1, g2)]
+    assert [len(r) for r in per_gallery] == [42, 12]  # every probe is mated in exactly one
+    for k in ranks:
+        hits = [sum(r <= k for r in rs) for rs in per_gallery]
+        # Keras_insightface: (G1 hits + G2 hits) / number of probes
+        assert pooled[f"1n_rank{k}"] == pytest.approx(sum(hits) / len(probe_tids), abs=1e-15)
+        rates = [h / len(rs) for h, rs in zip(hits, per_gallery, strict=True)]
+        assert averaged[f"1n_rank{k}"] == pytest.approx(np.mean(rates), abs=1e-15)
+    assert pooled["1n_rank1"] != pytest.approx(averaged["1n_rank1"], abs=1e-3)
+    assert pooled["1n_tpir_fpir_1e-1"] == averaged["1n_tpir_fpir_1e-1"]
 
 
 def test_table_templates_rejects_a_template_with_two_subjects() -> None:
@@ -336,8 +407,11 @@ def _naive_11(data: dict, variant: str) -> dict[str, float]:
     return {rate_key("tar_far", far): tar_at_far_nearest(fpr, tpr, far) for far in TOY_FARS}
 
 
-def _naive_1n(templates: dict, gallery: TemplateTable, probes: TemplateTable) -> dict[str, float]:
-    """Keras_insightface's per-probe loop (one template per gallery subject), ties pessimistic."""
+def _naive_1n(
+    templates: dict, gallery: TemplateTable, probes: TemplateTable
+) -> tuple[dict[str, float], list[int]]:
+    """Keras_insightface's per-probe loop (one template per gallery subject), ties pessimistic:
+    the gallery's rates and each mated probe's rank."""
     g_subjects = dict(zip(gallery.template_ids.tolist(), gallery.subject_ids.tolist(), strict=True))
     p_subjects = dict(zip(probes.template_ids.tolist(), probes.subject_ids.tolist(), strict=True))
     mated, rank, nonmated = [], [], []
@@ -355,7 +429,7 @@ def _naive_1n(templates: dict, gallery: TemplateTable, probes: TemplateTable) ->
         threshold = nonmated[max(int(len(nonmated) * f) - 1, 0)]
         hits = sum(r == 1 and m > threshold for r, m in zip(rank, mated, strict=True))
         out[rate_key("tpir_fpir", f)] = hits / len(rank)
-    return out
+    return out, rank
 
 
 def test_evaluate_ijb_equals_the_reference_procedure() -> None:
@@ -372,8 +446,22 @@ def test_evaluate_ijb_equals_the_reference_procedure() -> None:
     assert expected["tar_far_1e-2"] != expected["plain_tar_far_1e-2"]
     templates = _naive_toy_templates(data, "reference")
     runs = [_naive_1n(templates, g, data["probes"]) for g in galleries.values()]
-    for key in runs[0]:
-        assert result.metrics[f"1n_{key}"] == pytest.approx(np.mean([r[key] for r in runs]))
+    n_probes = np.unique(data["probes"].template_ids).size
+    averaged = evaluate_ijb(
+        data["plain"], data["flipped"], data["meta"], data["faceness"], data["pairs"],
+        galleries, data["probes"], fars=TOY_FARS, rank_pooling="averaged",
+    ).metrics  # fmt: skip
+    for key in runs[0][0]:
+        mean = np.mean([r[key] for r, _ in runs])
+        assert averaged[f"1n_{key}"] == pytest.approx(mean)
+        if key.startswith("rank"):  # Keras_insightface: (G1 hits + G2 hits) / number of probes
+            k = int(key[4:])
+            pooled = sum(sum(r <= k for r in ranks) for _, ranks in runs) / n_probes
+            assert result.metrics[f"1n_{key}"] == pytest.approx(pooled)
+        else:  # TPIR: the mean of the galleries'
+            assert result.metrics[f"1n_{key}"] == pytest.approx(mean)
+    assert result.metrics["1n_rank1"] != pytest.approx(averaged["1n_rank1"])
+    assert result.details["1n_rank_pooling"] == "pooled"
     assert 0 < result.metrics["1n_rank1"] < 1 and 0 < result.metrics["1n_tpir_fpir_1e-1"] < 1
     fpr, tpr, _ = roc_points(data["pairs"].labels, _reference_scores(data))
     assert np.array_equal(result.roc[0], fpr) and np.array_equal(result.roc[1], tpr)

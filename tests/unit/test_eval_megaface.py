@@ -132,12 +132,28 @@ def test_remove_probe_noise_is_centre_plus_seeded_uniform() -> None:
     ids = np.array([7, 7, 7, 3, 3])
     out = remove_probe_noise(feats, ids, np.array([False, True, False, True, False]), seed=5)
     noise = np.random.default_rng(5).uniform(-0.001, 0.001, (2, 3))
-    expected = np.array([[0.5, 0, 0.5], [0.6, 0.8, 0]]) + noise
+    expected = np.array([[1, 0, 1], [0.6, 0.8, 0]]) + noise  # centre = sum of the clean rows
     expected /= np.linalg.norm(expected, axis=1, keepdims=True)
     np.testing.assert_allclose(out[[1, 3]], expected, rtol=0, atol=1e-7)
     np.testing.assert_array_equal(out[[0, 2, 4]], feats[[0, 2, 4]])
     with pytest.raises(ValueError, match="no clean image"):
         remove_probe_noise(feats, ids, np.array([3, 4]))
+
+
+def test_remove_probe_noise_adds_the_noise_to_the_sum_not_the_mean() -> None:
+    """insightface ``remove_noises``: centre += feature over the clean images (a sum), then
+    f = centre + U(-0.001, 0.001), f /= |f|. With 4 clean copies of e1 the centre is 4 e1, so
+    f = (4 + u1, u2, u3) / |.|: the noise tilts f 4 times less than it would tilt the mean."""
+    e1 = [1.0, 0.0, 0.0]
+    feats = np.array([e1, e1, [0, 0.6, 0.8], e1, e1], np.float32)
+    out = remove_probe_noise(feats, np.zeros(5, int), np.array([2]), seed=3)
+    u = np.random.default_rng(3).uniform(-0.001, 0.001, 3)
+    norm = math.sqrt((4 + u[0]) ** 2 + u[1] ** 2 + u[2] ** 2)
+    expected = [(4 + u[0]) / norm, u[1] / norm, u[2] / norm]
+    np.testing.assert_allclose(out[2], expected, rtol=0, atol=1e-7)
+    on_mean = (np.array(e1) + u) / np.linalg.norm(np.array(e1) + u)
+    assert np.abs(out[2] - on_mean).max() > 1e-4  # the mean's noise is 4x larger
+    np.testing.assert_array_equal(np.delete(out, 2, axis=0), np.delete(feats, 2, axis=0))
 
 
 # ------------------------------------------------------------------------- brute force

@@ -13,9 +13,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from arcflow.align import imageio
-from arcflow.align.imageio import BadImage, decode_image
+from arcflow import imageio
 from arcflow.errors import DataFormatError
+from arcflow.imageio import BadImage, decode_image
 
 pytestmark = pytest.mark.unit
 

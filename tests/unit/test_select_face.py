@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from arcflow.align.select import centre_crop_landmarks, pick_face
-from arcflow.align.template import warp_face
+from arcflow.face_template import warp_face
 
 pytestmark = pytest.mark.unit
 

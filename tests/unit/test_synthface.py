@@ -9,22 +9,10 @@ import cv2
 import numpy as np
 import pytest
 
-from arcflow.data.synthface import (
-    LOCAL_ORIGIN,
-    MARKER_COLORS,
-    TEMPLATE_112,
-    Expression,
-    Identity,
-    Pose,
-    SynthFaceSpec,
-    _landmarks_local,
-    _Projector,
-    contact_sheet,
-    identity_params,
-    iter_images,
-    render,
-    render_one,
-)
+from arcflow.data.synthface import SynthFaceSpec, _Projector, iter_images, render, render_one
+from arcflow.data.synthface_identity import Expression, Identity, Pose, identity_params
+from arcflow.data.synthface_parts import LOCAL_ORIGIN, MARKER_COLORS, TEMPLATE_112, landmarks_local
+from arcflow.data.synthface_sheet import contact_sheet
 
 pytestmark = pytest.mark.unit
 
@@ -102,7 +90,7 @@ def test_spec_validation() -> None:
 def test_identities_differ_in_landmark_geometry() -> None:
     """Similarity-invariant landmark ratios vary across identities (not only colours)."""
     ids = [identity_params(0, k) for k in range(200)]
-    pts = np.array([_landmarks_local(i, Expression()).pts for i in ids])
+    pts = np.array([landmarks_local(i, Expression()).pts for i in ids])
     eye_dist = pts[:, 1, 0] - pts[:, 0, 0]
     mouth_w = pts[:, 4, 0] - pts[:, 3, 0]
     eye_mouth = pts[:, 3, 1] - pts[:, 0, 1]
@@ -115,7 +103,7 @@ def test_identities_differ_in_landmark_geometry() -> None:
 
 def test_mean_frontal_geometry_matches_template() -> None:
     """Averaged over identities, neutral local landmarks sit on the ArcFace template."""
-    pts = [_landmarks_local(identity_params(1, k), Expression()).pts for k in range(300)]
+    pts = [landmarks_local(identity_params(1, k), Expression()).pts for k in range(300)]
     mean = np.mean(pts, axis=0) + LOCAL_ORIGIN
     np.testing.assert_allclose(mean, TEMPLATE_112, atol=1.5)
 
@@ -152,7 +140,7 @@ def test_landmarks_hit_drawn_markers(difficulty: float) -> None:
 
 def test_landmarks_follow_known_rotation() -> None:
     idn = identity_params(0, 5)
-    marks = _landmarks_local(idn, Expression())
+    marks = landmarks_local(idn, Expression())
     base = Pose(x=70.0, y=75.0, scale=0.9, roll=0.0, yaw=0.0, pitch=0.0)
     lm0 = _Projector(idn, base)(marks.pts, marks.z, marks.sil)
     theta = math.radians(20.0)
@@ -167,7 +155,7 @@ def test_landmarks_follow_known_rotation() -> None:
 
 def test_yaw_moves_nose_towards_turned_side() -> None:
     idn = identity_params(0, 9)
-    marks = _landmarks_local(idn, Expression())
+    marks = landmarks_local(idn, Expression())
     pose = Pose(x=70.0, y=75.0, scale=1.0, roll=0.0, yaw=0.0, pitch=0.0)
     lm0 = _Projector(idn, pose)(marks.pts, marks.z, marks.sil)
     lm1 = _Projector(idn, replace(pose, yaw=math.radians(30)))(marks.pts, marks.z, marks.sil)

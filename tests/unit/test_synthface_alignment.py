@@ -6,8 +6,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from arcflow.align.template import alignment_matrix, warp_face
-from arcflow.data.synthface import MARKER_COLORS, identity_params, render
+from arcflow.data.synthface import render
+from arcflow.data.synthface_identity import identity_params
+from arcflow.data.synthface_parts import MARKER_COLORS
+from arcflow.face_template import alignment_matrix, warp_face
 
 pytestmark = pytest.mark.unit
 

@@ -6,7 +6,7 @@ import cv2
 import numpy as np
 import pytest
 
-from arcflow.align.template import (
+from arcflow.face_template import (
     ARCFACE_TEMPLATE,
     TEMPLATE_112X96,
     alignment_matrix,
