@@ -111,7 +111,7 @@ def dataset_banner(dataset: Mapping[str, object] | None) -> str:
 def _metric_label(name: str, key: str, result: BenchmarkResult) -> str:
     """MegaFace's identification rate named with its distractor count (the paper's is at 1M)."""
     if name == "megaface" and key.endswith("rank1"):
-        count = set_size(name, result).get("n_distractors")
+        count = set_size(name, result.details).get("n_distractors")
         return f"{key} @ {count:,} distractors" if count else key
     return key
 
@@ -153,9 +153,9 @@ def markdown_report(
             lines.append(f"| {titles[name]} | | {metric} | {NOT_AVAILABLE} | | |")
             continue
         reported, min_far = reported_metrics(result), resolution(result).min_far
-        published = PUBLISHED.get(name, {}) if matches_real_release(name, result) else {}
+        published = PUBLISHED.get(name, {}) if matches_real_release(name, result.details) else {}
         shown = PUBLISHED.get(name, {})
-        size = describe_size(name, result)
+        size = describe_size(name, result.details)
         keys = [metric, *(k for k in shown if k != metric and k in result.metrics)]
         for key in keys:
             ref = published.get(key)

@@ -10,6 +10,7 @@ printed beside ours only where the set has the real release's protocol size
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 from arcflow.evaluate.result import BenchmarkResult
@@ -71,26 +72,26 @@ def reported_metrics(result: BenchmarkResult) -> dict[str, float | str]:
     }
 
 
-def set_size(name: str, result: BenchmarkResult) -> dict[str, int]:
-    """The counts that define ``name``'s protocol size, as this set has them (MegaFace's
-    distractor count from its impostors per probe when not recorded)."""
-    details = dict(result.details)
-    if name == "megaface" and "n_distractors" not in details and details.get("n_probes"):
-        details["n_distractors"] = int(details["n_impostor"]) // int(details["n_probes"])
+def set_size(name: str, details: Mapping[str, object]) -> dict[str, int]:
+    """The counts that define ``name``'s protocol size, as a set's ``details`` have them
+    (MegaFace's distractor count from its impostors per probe when not recorded)."""
+    found = dict(details)
+    if name == "megaface" and "n_distractors" not in found and found.get("n_probes"):
+        found["n_distractors"] = int(found["n_impostor"]) // int(found["n_probes"])  # type: ignore[call-overload]
     wanted = REAL_SIZES.get(name, {})
-    return {key: int(details[key]) for key in wanted if isinstance(details.get(key), int | float)}
+    return {key: int(found[key]) for key in wanted if isinstance(found.get(key), int | float)}  # type: ignore[call-overload]
 
 
-def matches_real_release(name: str, result: BenchmarkResult) -> bool:
-    """Whether ``result``'s set has the real release's protocol size (so the published numbers
-    are comparable). Benchmarks without a known size never match."""
+def matches_real_release(name: str, details: Mapping[str, object]) -> bool:
+    """Whether a set with these ``details`` has the real release's protocol size (so the
+    published numbers are comparable). Benchmarks without a known size never match."""
     wanted = REAL_SIZES.get(name)
-    return bool(wanted) and set_size(name, result) == wanted
+    return bool(wanted) and set_size(name, details) == wanted
 
 
-def describe_size(name: str, result: BenchmarkResult) -> str:
+def describe_size(name: str, details: Mapping[str, object]) -> str:
     """``6,000 pairs``, ``1,000 distractors``, ``100 genuine / 19,800 impostor``…"""
-    size = set_size(name, result)
+    size = set_size(name, details)
     if name in ("ijbb", "ijbc") and size:
         return f"{size.get('n_genuine', 0):,} genuine / {size.get('n_impostor', 0):,} impostor"
     words = {"pairs": "pairs", "n_distractors": "distractors"}
