@@ -48,5 +48,6 @@ def test_bad_model_files_are_clear_errors(tmp_path: Path) -> None:
     (tmp_path / "bad.onnx").write_bytes(b"not onnx")
     with pytest.raises(DataFormatError, match=r"bad\.onnx"):
         load_encoder(tmp_path / "bad.onnx")
-    with pytest.raises(ConfigError, match=r"\.onnx"):
+    with pytest.raises(ConfigError, match=r"model\.h5: not a model this can load") as err:
         load_encoder(tmp_path / "model.h5")
+    assert ".onnx" in err.value.hint and "models:/" in err.value.hint
