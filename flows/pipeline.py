@@ -69,7 +69,10 @@ def metrics_table(shown: dict[str, dict]) -> str:
     for bench, values in sorted(evaluation.items()):
         if isinstance(values, dict):
             picked = {k: v for k, v in values.items() if not k.endswith("_std")}
-            cells = ", ".join(f"{k} {v:.4g}" for k, v in sorted(picked.items())[:6])
+            cells = ", ".join(
+                f"{k} {v}" if isinstance(v, str) else f"{k} {v:.4g}"  # "below resolution"
+                for k, v in sorted(picked.items())[:6]
+            )
             rows.append(f"| {bench} | {cells} |")
     export = shown.get("metrics/export.json", {})
     if export:

@@ -77,9 +77,10 @@ def _benchmarks(inputs: CardInputs) -> list[str]:
         values = inputs.metrics.get(name)
         if not isinstance(values, Mapping) or headline not in values:
             continue
-        value = float(values[headline])
+        value = values[headline]  # a number, or "below resolution" (never made a number)
+        shown = value if isinstance(value, str) else f"{float(value):.6g}"
         rows.append(
-            f"| {title} | {headline} | {value:.6g} | {set_size(inputs.sizes.get(name, {}))} |"
+            f"| {title} | {headline} | {shown} | {set_size(inputs.sizes.get(name, {}))} |"
         )
     absent = [
         t
