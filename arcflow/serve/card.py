@@ -79,9 +79,7 @@ def _benchmarks(inputs: CardInputs) -> list[str]:
             continue
         value = values[headline]  # a number, or "below resolution" (never made a number)
         shown = value if isinstance(value, str) else f"{float(value):.6g}"
-        rows.append(
-            f"| {title} | {headline} | {shown} | {set_size(inputs.sizes.get(name, {}))} |"
-        )
+        rows.append(f"| {title} | {headline} | {shown} | {set_size(inputs.sizes.get(name, {}))} |")
     absent = [
         t
         for n, (t, _) in inputs.headlines.items()
