@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from arcflow.evaluate.published import PUBLISHED
+from arcflow.evaluate.resolution import matches_real_release
 from arcflow.evaluate.suite import BENCHMARKS
 from arcflow.serve.card import set_size
 
@@ -69,8 +70,11 @@ def leaderboard_table(
             (entry.name, entry.source, entry.license),
             [_headline(entry, n, m) for n, _, m in columns],
         )
-    for label, who in REFERENCES:
-        published = [PUBLISHED.get(n, {}).get(m) for n, _, m in columns]
+    for label, who in REFERENCES:  # only beside sets of the real protocol's size
+        published = [
+            PUBLISHED.get(n, {}).get(m) if matches_real_release(n, sizes.get(n, {})) else None
+            for n, _, m in columns
+        ]
         add((label, "published", ""), [getattr(p, who) if p else None for p in published])
     add(("set size", "", ""), [set_size(sizes.get(n, {})) for n, _, _ in columns])
     return table
@@ -99,7 +103,8 @@ def leaderboard_markdown(entries: Sequence[Entry], sizes: Mapping[str, Mapping[s
         "",
         "Every model scored by the same evaluate stage on the same aligned sets (headline "
         "metric per benchmark, fractions; best model in bold). The reference rows are "
-        "published numbers of R100 models trained on MS1MV2 (5.8M images).",
+        "published numbers of R100 models trained on MS1MV2 (5.8M images), shown only for "
+        "sets of the real protocol's size.",
         "",
         "| " + " | ".join(header) + " |",
         "|" + "---|" * len(FIXED_COLUMNS) + "---:|" * len(columns),

@@ -40,7 +40,8 @@ def optimizer_step(
         if distributed:
             dist.all_reduce(ok, op=dist.ReduceOp.MIN)
         if not bool(ok) and params:
-            params[0].grad.view(-1)[0] = float("inf")  # the scaler sees this step's overflow
+            grad = params[0].grad  # one element, whatever its memory format (channels_last)
+            grad[(0,) * grad.dim()] = float("inf")  # the scaler sees this step's overflow
     scaler.unscale_(optimizer)
     if grad_clip > 0:
         grad_norm = nn.utils.clip_grad_norm_(params, grad_clip)

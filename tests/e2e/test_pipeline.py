@@ -271,7 +271,9 @@ def test_the_leaderboard_holds_each_models_evaluate_metrics(pipeline: Path) -> N
         for key, value in headlines.items():
             benchmark, metric = key.split(".", 1)
             assert value == evaluation[benchmark][metric], (path, key)
-    assert _headlines(table, 3)["lfw.accuracy"] == PUBLISHED["lfw"]["accuracy"].paper
+    # SynthFace's LFW has 600 pairs, not the real 6,000: no published number beside it
+    assert table["model"][3] == "ArcFace paper (R100, MS1MV2)"
+    assert table["lfw.accuracy"][3] is None and PUBLISHED["lfw"]["accuracy"].paper is not None
     assert table["model"][-1] == "set size" and table["lfw.accuracy"][-1] == "600 pairs"
     assert table["license"][1:3] == ["CC0-1.0 (e2e)", "MIT (e2e)"]
     markdown = (pipeline / "reports" / "leaderboard.md").read_text()

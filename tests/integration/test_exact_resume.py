@@ -14,21 +14,14 @@ from arcflow.config import TrainParams
 from arcflow.data.faces import AlignedFaceDataset
 from arcflow.data.transforms import train_augmentation
 from arcflow.train.loop import train_model
+from tests.integration.test_train_runs import TINY
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
-BASE = {
-    "backbone": "iresnet18",
-    "width": 0.125,
+BASE = {  # test_train_runs' tiny run, shorter, with augmentations that draw random numbers
+    **TINY,
     "embedding_size": 16,
-    "s": 16.0,
     "epochs": 4,
-    "batch_size": 4,
-    "lr": 0.02,
-    "warmup_epochs": 1.0,
-    "device": "cpu",
-    "num_workers": 0,
-    "deterministic": True,
     "checkpoint_every": 3,
     "augment": {"hflip": 0.5, "color": 0.3},
 }

@@ -14,12 +14,16 @@ pytestmark = pytest.mark.unit
 
 def _setup(seed: int = 0):
     torch.manual_seed(seed)
-    backbone = nn.Linear(6, 8)
+    # a channels_last conv first: its gradient cannot be viewed flat
+    backbone = nn.Sequential(nn.Conv2d(6, 4, 3), nn.Flatten(), nn.Linear(4, 8))
+    backbone[0].to(memory_format=torch.channels_last)
     head = PartialFC(8, 12, s=8.0, m2=0.5, sample_rate=0.5, seed=seed)
     optimizer = torch.optim.SGD(backbone.parameters(), lr=0.1, momentum=0.9)
     scaler = torch.amp.GradScaler("cpu", init_scale=1024.0, enabled=True)
-    x, y = torch.randn(5, 6), torch.tensor([0, 3, 5, 7, 11])
+    x = torch.randn(5, 6, 3, 3).contiguous(memory_format=torch.channels_last)
+    y = torch.tensor([0, 3, 5, 7, 11])
     scaler.scale(head(backbone(x), y)).backward()
+    assert not backbone[0].weight.grad.is_contiguous()
     return backbone, head, optimizer, scaler
 
 
@@ -53,7 +57,7 @@ def test_an_overflow_anywhere_skips_both_and_backs_off(where: str) -> None:
         leaf = next(leaf for _, leaf in head._pending if leaf.grad is not None)
         leaf.grad.view(-1)[3] = float("inf")
     else:
-        backbone.weight.grad.view(-1)[2] = float("inf")
+        backbone[2].weight.grad.view(-1)[2] = float("inf")
     before = _state(backbone, head)
     _, stepped = _step(backbone, head, optimizer, scaler)
     assert not stepped
