@@ -33,6 +33,18 @@ class Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, strict=True, allow_inf_nan=False)
 
 
+class EvalDifficulty(Section):
+    """Nuisance strength (0..1) of each SynthFace evaluation set, chosen so that the default
+    model is clearly below 100% on every headline (BENCHMARKS.md "SynthFace difficulty")."""
+
+    lfw: Probability = 0.65
+    cfp_fp: Probability = 0.5
+    agedb_30: Probability = 1.0
+    ijb: Probability = 0.6
+    megaface: Probability = 0.5
+    ytf: Probability = 1.0
+
+
 class SynthFaceParams(Section):
     """The embedded, procedurally generated default dataset."""
 
@@ -50,6 +62,7 @@ class SynthFaceParams(Section):
         default_factory=lambda: ["lfw", "cfp_fp", "agedb_30", "ijb", "megaface", "ytf"]
     )
     megaface_distractors: Annotated[int, Field(ge=10)] = 1000
+    eval_difficulty: EvalDifficulty = Field(default_factory=lambda: EvalDifficulty())
 
 
 SOURCE_SCHEMES = ("https://", "http://", "s3://", "file://", "synthetic://")

@@ -8,9 +8,10 @@ stage can use annotations where a real release would need a detector.
 - ``cfp_fp`` / ``agedb_30``: insightface ``.bin`` pair sets, already aligned, as the
   insightface training releases ship them: frontal-vs-near-profile pairs and a hard set
   (strongest nuisance).
-- ``ijb``: IJB-C layout (``IJBC/meta/ijbc_*.txt``, ``IJBC/loose_crop/``): 2 templates per
-  subject, each of several media with several frames; 1:1 pairs: every same-subject template
-  pair and every cross-subject one; NIST's 1:N gallery (G1, G2) and probe CSVs beside them.
+- ``ijb``: IJB-C layout (``IJBC/meta/ijbc_*.txt``, ``IJBC/loose_crop/``): 6 templates per
+  subject, each one media of 2 frames; 1:1 pairs: every pair of templates (same subject:
+  genuine, else impostor: 178,200 at 100 subjects, resolving FAR 1e-5); NIST's 1:N gallery
+  (G1, G2) and probe CSVs beside them.
 - ``megaface``: a FaceScrub-like probe set and single-image distractors with the devkit's
   feature-list JSONs.
 - ``ytf``: YouTube Faces frames ``frame_images_DB/<name>/<video>/<video>.<frame>.jpg`` +
@@ -67,6 +68,7 @@ class SetWriter:
     params: SynthFaceParams
     root: Path
     salt: int
+    difficulty: float = 0.5  # the set's nuisance strength (params.eval_difficulty)
     names: list[str] = field(default_factory=list)
     landmarks: list[np.ndarray] = field(default_factory=list)
 
@@ -84,7 +86,7 @@ class SetWriter:
             identity_params(self.params.seed, identity),
             rng,
             self.params.frame_size,
-            difficulty=self.params.difficulty if difficulty is None else difficulty,
+            difficulty=self.difficulty if difficulty is None else difficulty,
             yaw_deg=yaw_deg,
         )
 
@@ -156,7 +158,7 @@ def _rng(params: SynthFaceParams, salt: int) -> np.random.Generator:
 
 def write_lfw(params: SynthFaceParams, out: Path, identities: range) -> dict[str, int]:
     """LFW layout: image tree, ``pairs.txt`` and ground-truth landmarks."""
-    writer = SetWriter(params, out, salt=1)
+    writer = SetWriter(params, out, salt=1, difficulty=params.eval_difficulty.lfw)
     n = params.val_images_per_identity
     for k in identities:
         for j in range(n):
@@ -190,6 +192,7 @@ def _write_aligned_bin(
     identities: range,
     salt: int,
     sides: Sequence[tuple[View, int]],
+    difficulty: float,
 ) -> dict[str, int]:
     """A pre-aligned ``.bin`` pair set (crops warped with the ground-truth landmarks).
 
@@ -197,7 +200,7 @@ def _write_aligned_bin(
     across lists (the first image of a pair from the first, e.g. frontal against profile).
     """
     path.parent.mkdir(parents=True, exist_ok=True)
-    writer = SetWriter(params, path.parent, salt=salt)
+    writer = SetWriter(params, path.parent, salt=salt, difficulty=difficulty)
     crops: dict[tuple[int, int, int], bytes] = {}
     last = len(sides) - 1
 
@@ -227,69 +230,86 @@ def write_cfp_fp(params: SynthFaceParams, path: Path, identities: range) -> dict
     def profile(w: SetWriter, k: int, j: int) -> tuple[np.ndarray, np.ndarray]:
         return w.render(k, 1000 + j, yaw_deg=PROFILE_YAW)
 
-    return _write_aligned_bin(params, path, identities, 2, [(frontal, 10), (profile, 4)])
+    return _write_aligned_bin(
+        params,
+        path,
+        identities,
+        2,
+        [(frontal, 10), (profile, 4)],
+        params.eval_difficulty.cfp_fp,
+    )
 
 
 def write_agedb_30(params: SynthFaceParams, path: Path, identities: range) -> dict[str, int]:
-    """A hard set like AgeDB-30: the strongest nuisance SynthFace draws."""
+    """A hard set like AgeDB-30: the strongest nuisance SynthFace draws (by default)."""
 
     def hard(w: SetWriter, k: int, j: int) -> tuple[np.ndarray, np.ndarray]:
-        return w.render(k, j, difficulty=1.0)
+        return w.render(k, j)
 
-    return _write_aligned_bin(params, path, identities, 3, [(hard, params.val_images_per_identity)])
+    return _write_aligned_bin(
+        params,
+        path,
+        identities,
+        3,
+        [(hard, params.val_images_per_identity)],
+        params.eval_difficulty.agedb_30,
+    )
+
+
+IJB_TEMPLATES = 6  # per subject: one media of IJB_FRAMES frames each
+IJB_FRAMES = 2
 
 
 def write_ijb(params: SynthFaceParams, out: Path, identities: range) -> dict[str, int]:
-    """IJB-C layout: 2 templates per subject, 2 media per template, 3 frames per media; the
-    1:1 pairs of :func:`ijb_template_pairs`."""
+    """IJB-C layout: :data:`IJB_TEMPLATES` templates per subject, each one media of
+    :data:`IJB_FRAMES` frames; the 1:1 pairs of :func:`ijb_template_pairs`."""
     files = ijb.ijb_files(out, "ijbc")
-    writer = SetWriter(params, files.loose_crop, salt=4)
-    names, tids, mids = [], [], []
-    media = 0
+    writer = SetWriter(params, files.loose_crop, salt=4, difficulty=params.eval_difficulty.ijb)
+    names, tids = [], []
     for s, k in enumerate(identities):
-        for t in range(2):
-            for _ in range(2):
-                media += 1
-                for _ in range(3):
-                    name = f"{len(names) + 1}.jpg"
-                    writer.save(name, *writer.render(k, len(names)))
-                    names.append(name)
-                    tids.append(2 * s + t + 1)
-                    mids.append(media)
+        for t in range(IJB_TEMPLATES):
+            for _ in range(IJB_FRAMES):
+                name = f"{len(names) + 1}.jpg"
+                writer.save(name, *writer.render(k, len(names)))
+                names.append(name)
+                tids.append(IJB_TEMPLATES * s + t + 1)
     files.face_tid_mid.parent.mkdir(parents=True, exist_ok=True)
+    tid_array = np.array(tids, dtype=np.int64)
     ijb.write_face_tid_mid(
-        files.face_tid_mid,
-        ijb.FaceTidMid(
-            np.array(names), np.array(tids, dtype=np.int64), np.array(mids, dtype=np.int64)
-        ),
+        files.face_tid_mid, ijb.FaceTidMid(np.array(names), tid_array, tid_array.copy())
     )
     writer.write_landmarks(files.name_5pts_score)
     subjects = len(identities)
     pairs = ijb_template_pairs(subjects)
     ijb.write_template_pair_label(files.template_pair_label, pairs)
-    _write_ijb_1n(files, np.array(names), np.array(tids), subjects)
-    return {"images": len(names), "templates": 2 * subjects, "pairs": len(pairs.labels)}
+    _write_ijb_1n(files, np.array(names), tid_array, subjects)
+    return {
+        "images": len(names),
+        "templates": IJB_TEMPLATES * subjects,
+        "pairs": len(pairs.labels),
+    }
 
 
-def ijb_template_pairs(subjects: int) -> ijb.TemplatePairs:
-    """The 1:1 pairs of 2 templates per subject (subject s: templates 2s+1, 2s+2): each
-    subject's genuine pair, then every pair of templates of different subjects as an impostor
-    (``2S(S-1)`` of them: 19,800 for 100 subjects, enough to resolve FAR 1e-4)."""
-    first, second = np.triu_indices(2 * subjects, k=1)
-    impostor = first // 2 != second // 2
-    t1 = np.concatenate((np.arange(subjects) * 2, first[impostor])) + 1
-    t2 = np.concatenate((np.arange(subjects) * 2 + 1, second[impostor])) + 1
-    labels = np.zeros(t1.size, np.int8)
-    labels[:subjects] = 1
-    return ijb.TemplatePairs(t1.astype(np.int64), t2.astype(np.int64), labels)
+def ijb_template_pairs(subjects: int, per_subject: int = IJB_TEMPLATES) -> ijb.TemplatePairs:
+    """Every pair of templates (subject s: templates ``per_subject·s + 1 …``): genuine when
+    both are the subject's, impostor otherwise. Impostor pairs between the templates already
+    embedded cost nothing more: 100 subjects × 6 templates give 178,200 of them, enough to
+    resolve FAR 1e-5 (and 1,500 genuine pairs)."""
+    first, second = np.triu_indices(per_subject * subjects, k=1)
+    genuine = first // per_subject == second // per_subject
+    order = np.concatenate((np.flatnonzero(genuine), np.flatnonzero(~genuine)))
+    labels = genuine[order].astype(np.int8)
+    return ijb.TemplatePairs(
+        (first[order] + 1).astype(np.int64), (second[order] + 1).astype(np.int64), labels
+    )
 
 
 def _write_ijb_1n(files: ijb.IJBFiles, names: np.ndarray, tids: np.ndarray, subjects: int) -> None:
-    """NIST's 1:N lists, as IJB-C splits them: first templates of one half of the subjects in
-    gallery G1, of the other half in G2; every second template is a probe (mixed), so each
+    """NIST's 1:N lists, as IJB-C splits them: the first template of each subject of one half
+    in gallery G1, of the other half in G2; every other template is a probe (mixed), so each
     probe is mated in one gallery and unmated in the other."""
-    subject = (tids - 1) // 2
-    first = tids % 2 == 1
+    subject = (tids - 1) // IJB_TEMPLATES
+    first = (tids - 1) % IJB_TEMPLATES == 0
     header = (*ijb.CSV_KEY_COLUMNS, "SIGHTING_ID")
     for path, rows in (
         (files.gallery1, first & (subject < subjects // 2)),
@@ -312,7 +332,7 @@ def write_megaface(
     params: SynthFaceParams, out: Path, probes: range, distractors: range
 ) -> dict[str, int]:
     """A FaceScrub-like probe set and single-image distractors with devkit feature lists."""
-    writer = SetWriter(params, out, salt=5)
+    writer = SetWriter(params, out, salt=5, difficulty=params.eval_difficulty.megaface)
     probe_paths, probe_ids = [], []
     for k in probes:
         for j in range(params.val_images_per_identity):
@@ -346,13 +366,12 @@ def write_megaface(
 def write_ytf(params: SynthFaceParams, out: Path, identities: range) -> dict[str, int]:
     """YouTube Faces layout: 3 videos per identity of 4 frames each, and ``splits.txt``."""
     videos, frames = 3, 4
-    writer = SetWriter(params, out, salt=6)
+    writer = SetWriter(params, out, salt=6, difficulty=params.eval_difficulty.ytf)
     for k in identities:
         for v in range(videos):
-            base = params.difficulty * 0.6  # frames of one video vary less than photos
             for f in range(frames):
                 rel = f"frame_images_DB/{identity_name(k)}/{v}/{v}.{f + 1}.jpg"
-                writer.save(rel, *writer.render(k, v * frames + f, difficulty=base))
+                writer.save(rel, *writer.render(k, v * frames + f))
     pairs = fold_pairs(
         _rng(params, 6),
         identities,

@@ -90,7 +90,7 @@ def matches_real_release(name: str, details: Mapping[str, object]) -> bool:
 
 
 def describe_size(name: str, details: Mapping[str, object]) -> str:
-    """``6,000 pairs``, ``1,000 distractors``, ``100 genuine / 19,800 impostor``…"""
+    """``6,000 pairs``, ``1,000 distractors``, ``1,500 genuine / 178,200 impostor``…"""
     size = set_size(name, details)
     if name in ("ijbb", "ijbc") and size:
         return f"{size.get('n_genuine', 0):,} genuine / {size.get('n_impostor', 0):,} impostor"

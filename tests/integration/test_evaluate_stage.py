@@ -73,13 +73,14 @@ def test_every_benchmark_is_listed_and_synthface_ones_are_scored(
         assert (work / "plots" / "roc" / f"{name}.png").read_bytes()[:4] == b"\x89PNG"
     report = (work / "reports" / "evaluation.md").read_text()
     assert "| IJB-B | | tar_far_1e-4 | not available | | |" in report
-    assert "## Decision thresholds" in report and "IJB-C (template pairs: 20 genuine" in report
+    assert "## Decision thresholds" in report and "IJB-C (template pairs: 300 genuine" in report
     assert report.splitlines()[2].startswith("**Data: synthface**, the embedded synthetic")
     assert "| LFW | " in report and "99.83" not in report  # tiny sets: no published numbers
-    # 760 impostor pairs resolve FAR >= 1.3e-3: TAR@1e-4 is not a number
-    assert "| tar_far_1e-4 | below resolution (the set resolves FAR ≥ 0.0013) |" in report
+    # 6,840 impostor pairs resolve FAR >= 1.5e-4: TAR@1e-4 is not a number, TAR@1e-3 is
+    assert "| tar_far_1e-4 | below resolution (the set resolves FAR ≥ 0.00015) |" in report
     assert metrics["ijbc"]["tar_far_1e-4"] == "below resolution"
-    assert metrics["ijbc"]["resolution_far"] == pytest.approx(1 / 760)
+    assert isinstance(metrics["ijbc"]["tar_far_1e-3"], float)
+    assert metrics["ijbc"]["resolution_far"] == pytest.approx(1 / 6840)
     assert "CALFW not available" in stderr
 
 
@@ -95,13 +96,13 @@ def test_metrics_figures_and_report_reach_mlflow(
         run.data.metrics
     )
     assert run.data.tags["eval.iqiyi_vid"] == "not available"
-    assert "eval.ijbc.tar_far_1e-4" not in run.data.metrics  # 760 impostors cannot resolve it
+    assert "eval.ijbc.tar_far_1e-4" not in run.data.metrics  # 6,840 impostors cannot resolve it
     assert run.data.tags["eval.ijbc.tar_far_1e-4"] == "below resolution"
     artifacts = {a.path for d in ("plots", "reports") for a in client.list_artifacts(run_id, d)}
     assert {"plots/roc.png", "reports/evaluation.md"} <= artifacts
     assert "thresholds.json" in {a.path for a in client.list_artifacts(run_id)}
     assert run.data.tags["thresholds.set"] == "ijbc"
-    assert run.data.tags["thresholds.n_impostor"] == "760"
+    assert run.data.tags["thresholds.n_impostor"] == "6840"
 
 
 def test_thresholds_name_the_set_and_leave_unresolved_fars_without_a_threshold(
@@ -110,23 +111,24 @@ def test_thresholds_name_the_set_and_leave_unresolved_fars_without_a_threshold(
     work, _, _ = evaluated
     doc = json.loads((work / "metrics" / "thresholds.json").read_text())
     th = Thresholds.from_dict(doc, "thresholds.json")
-    # the tiny release: 20 IJB-C subjects, 2 templates each -> 2 * 20 * 19 impostor pairs
-    assert (th.set_name, th.level, th.n_genuine, th.n_impostor) == ("ijbc", "template", 20, 760)
-    assert th.points == {} and th.unresolved == tuple(far_key(f) for f in FARS)
+    # the tiny release: 20 IJB-C subjects, 6 templates each -> 36 * 20 * 19 / 2 impostor pairs
+    assert (th.set_name, th.level, th.n_genuine, th.n_impostor) == ("ijbc", "template", 300, 6840)
+    assert list(th.points) == ["far_1e-3"]
+    assert th.unresolved == tuple(far_key(f) for f in FARS if f < 1e-3)
 
 
 @pytest.fixture(scope="module")
 def ijb_resolving_1e3(
     tiny_synthface: SynthFaceParams, tmp_path_factory: pytest.TempPathFactory
 ) -> Path:
-    """An aligned IJB-C-only SynthFace release of 23 subjects: 1,012 impostor pairs, the
+    """An aligned IJB-C-only SynthFace release of 8 subjects: 1,008 impostor pairs, the
     fewest subjects that resolve FAR 1e-3 (m = 1)."""
     from arcflow.align.dataset import align_dataset
     from arcflow.config import AlignParams
     from arcflow.data.synthface_release import write_release
 
-    root = tmp_path_factory.mktemp("ijb23")
-    params = tiny_synthface.model_copy(update={"val_identities": 23, "eval_sets": ["ijb"]})
+    root = tmp_path_factory.mktemp("ijb8")
+    params = tiny_synthface.model_copy(update={"val_identities": 8, "eval_sets": ["ijb"]})
     write_release(params, root / "raw")
     align_dataset(root / "raw", root / "train", AlignParams(workers=1), eval_out=root / "eval")
     return root / "eval"
@@ -146,7 +148,7 @@ def test_thresholds_reapplied_to_the_sets_own_scores_give_the_recorded_rates(
     proc = _evaluate("--data", ijb_resolving_1e3, "--model", model, cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     th = Thresholds.from_dict(json.loads((tmp_path / "metrics" / "thresholds.json").read_text()))
-    assert (th.set_name, th.n_genuine, th.n_impostor) == ("ijbc", 23, 2 * 23 * 22)
+    assert (th.set_name, th.n_genuine, th.n_impostor) == ("ijbc", 8 * 15, 18 * 8 * 7)
     assert list(th.points) == ["far_1e-3"] and "thresholds on ijbc" in proc.stderr
     # the same features (from the stage's cache), scored again by the runner
     ctx = EvalContext(

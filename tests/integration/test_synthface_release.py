@@ -66,19 +66,28 @@ def test_shipped_bins_are_aligned_pair_sets(tiny_release: Path, name: str) -> No
 def test_ijb_layout(tiny_release: Path) -> None:
     files = ijb.ijb_files(tiny_release / "ijb", "ijbc")
     meta = ijb.read_face_tid_mid(files.face_tid_mid)
-    assert len(meta.names) == 20 * 2 * 2 * 3
+    assert len(meta.names) == 20 * 6 * 2  # the same 12 images per subject as before
     assert _names_with_landmarks(files.name_5pts_score) == set(meta.names.tolist())
     assert all((files.loose_crop / n).is_file() for n in meta.names)
-    for tid in np.unique(meta.template_ids):  # each template: 2 media of 3 frames
+    for tid in np.unique(meta.template_ids):  # each template: one media of 2 frames
         media = meta.media_ids[meta.template_ids == tid]
-        assert sorted(np.unique(media, return_counts=True)[1].tolist()) == [3, 3]
+        assert np.unique(media, return_counts=True)[1].tolist() == [2]
     pairs = ijb.read_template_pair_label(files.template_pair_label)
-    subject = lambda tid: (tid - 1) // 2  # noqa: E731  (2 templates per subject)
+    subject = lambda tid: (tid - 1) // 6  # noqa: E731  (6 templates per subject)
     same = subject(pairs.template1) == subject(pairs.template2)
     np.testing.assert_array_equal(same, pairs.labels == 1)
-    assert pairs.labels.sum() == 20 and (pairs.labels == 0).sum() == 2 * 20 * 19
-    # every cross-subject template pair is an impostor, each once
-    assert len(set(zip(pairs.template1.tolist(), pairs.template2.tolist(), strict=True))) == 780
+    assert pairs.labels.sum() == 20 * 15 and (pairs.labels == 0).sum() == 36 * 20 * 19 // 2
+    # every pair of templates once: C(120, 2)
+    assert len(set(zip(pairs.template1.tolist(), pairs.template2.tolist(), strict=True))) == 7140
+    assert (pairs.template1 < pairs.template2).all()
+
+
+def test_the_default_ijb_resolves_far_1e_5() -> None:
+    from arcflow.data.synthface_sets import ijb_template_pairs
+
+    pairs = ijb_template_pairs(SynthFaceParams().val_identities)
+    assert (pairs.labels == 0).sum() == 178_200 >= 100_000  # 1/FAR for FAR 1e-5
+    assert pairs.labels.sum() == 1_500
 
 
 def test_megaface_layout(tiny_release: Path, tiny_synthface: SynthFaceParams) -> None:
