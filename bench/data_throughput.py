@@ -28,8 +28,9 @@ import cv2
 import numpy as np
 import torch
 
+from arcflow.data.face_records import FaceRecordDataset, write_face_dataset
 from arcflow.data.faces import AlignedFaceDataset
-from arcflow.data.recordio import FaceRecordDataset, RecordReader, write_face_dataset
+from arcflow.data.recordio import RecordReader
 from arcflow.data.synthface import SynthFaceSpec, iter_images
 from arcflow.data.synthface_release import write_train_split
 from arcflow.data.transforms import decode_rgb, train_augmentation

@@ -25,7 +25,7 @@ from arcflow.atomic import atomic_dir
 from arcflow.config import AlignParams
 from arcflow.data.binpairs import load_bin
 from arcflow.data.dataset_label import write_dataset_label
-from arcflow.data.recordio import read_face_dataset_index, read_face_property
+from arcflow.data.face_records import read_face_dataset_index, read_face_property
 from arcflow.errors import ConfigError, DataFormatError
 
 log = logging.getLogger("arcflow")

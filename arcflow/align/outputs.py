@@ -13,8 +13,8 @@ from arcflow.align.jobs import AlignJob
 from arcflow.align.report import AlignReport
 from arcflow.align.shards import ShardStore, plan
 from arcflow.data.binpairs import save_bin
+from arcflow.data.face_records import write_face_dataset
 from arcflow.data.imageset import write_image_set
-from arcflow.data.recordio import write_face_dataset
 from arcflow.errors import DataFormatError
 
 #: What an evaluation set's failures break (every one of its images must yield a crop).

@@ -8,7 +8,7 @@ import albumentations as A
 import torch
 from torch.utils.data import Dataset
 
-from arcflow.data.recordio import FaceRecordDataset
+from arcflow.data.face_records import FaceRecordDataset
 from arcflow.data.transforms import decode_rgb, to_tensor
 
 

@@ -27,7 +27,7 @@ SCRIPT = textwrap.dedent(
     from pathlib import Path
     from arcflow.imageio import decode_image
     from arcflow.data.binpairs import load_bin
-    from arcflow.data.recordio import read_face_dataset_index
+    from arcflow.data.face_records import read_face_dataset_index
     from arcflow.data.transforms import decode_rgb
 
     vm = int(next(l for l in open("/proc/self/status") if l.startswith("VmSize")).split()[1])

@@ -9,7 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from arcflow.data.recordio import IRHeader, RecordWriter, pack, read_face_dataset_index
+from arcflow.data.face_records import read_face_dataset_index
+from arcflow.data.recordio import IRHeader, RecordWriter, pack
 from arcflow.errors import DataFormatError
 
 pytestmark = [pytest.mark.attack, pytest.mark.unit]

@@ -13,8 +13,8 @@ import pytest
 from arcflow.align.dataset import align_dataset
 from arcflow.align.detectors import get_detector
 from arcflow.config import AlignParams
+from arcflow.data.face_records import FaceRecordDataset
 from arcflow.data.imageset import ImageSet
-from arcflow.data.recordio import FaceRecordDataset
 from arcflow.errors import DataFormatError
 from arcflow.face_template import ARCFACE_TEMPLATE
 from tests.photos import insightface_photos

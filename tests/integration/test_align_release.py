@@ -22,15 +22,9 @@ import pytest
 from arcflow.align.dataset import align_dataset, default_work_dir
 from arcflow.config import AlignParams
 from arcflow.data.binpairs import load_bin
+from arcflow.data.face_records import read_face_dataset_index
 from arcflow.data.imageset import ImageSet
-from arcflow.data.recordio import (
-    IRHeader,
-    RecordReader,
-    RecordWriter,
-    pack,
-    read_face_dataset_index,
-    unpack,
-)
+from arcflow.data.recordio import IRHeader, RecordReader, RecordWriter, pack, unpack
 from arcflow.errors import DataFormatError
 from tests.conftest import ROOT
 

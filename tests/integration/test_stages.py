@@ -10,7 +10,7 @@ import pytest
 import yaml
 
 from arcflow.data.binpairs import load_bin
-from arcflow.data.recordio import read_face_dataset_index
+from arcflow.data.face_records import read_face_dataset_index
 from tests.conftest import run_stage
 
 pytestmark = pytest.mark.integration

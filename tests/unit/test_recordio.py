@@ -9,17 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from arcflow.data.recordio import (
-    MAGIC,
-    FaceRecordDataset,
-    IRHeader,
-    RecordReader,
-    RecordWriter,
-    pack,
-    read_face_dataset_index,
-    unpack,
-    write_face_dataset,
-)
+from arcflow.data.face_records import FaceRecordDataset, read_face_dataset_index, write_face_dataset
+from arcflow.data.recordio import MAGIC, IRHeader, RecordReader, RecordWriter, pack, unpack
 from arcflow.errors import DataFormatError
 
 pytestmark = pytest.mark.unit

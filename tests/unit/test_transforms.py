@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 import torch
 
+from arcflow.data.face_records import write_face_dataset
 from arcflow.data.faces import AlignedFaceDataset
-from arcflow.data.recordio import write_face_dataset
 from arcflow.data.transforms import decode_rgb, encode_jpeg, to_tensor, train_augmentation
 from arcflow.errors import DataFormatError
 
