@@ -196,6 +196,130 @@ def _mean_over_ranks(value: torch.Tensor, ctx: DistContext) -> torch.Tensor:
     return value
 
 
+def step_plan(cfg: TrainParams, dataset: Dataset, world_size: int) -> StepPlan:
+    """Which images every step of the run uses (micro-batches x accumulation x processes)."""
+    layout = batch_layout(cfg, world_size)
+    identities = None
+    if cfg.images_per_identity:
+        labels = getattr(dataset, "labels", None)
+        if labels is None:
+            raise TrainingError("train.images_per_identity needs a dataset that lists its labels")
+        k = cfg.images_per_identity
+        identities = IdentityBatchSampler(labels, layout.micro_batch // k, k, seed=cfg.seed)
+    plan = StepPlan(
+        len(dataset),  # type: ignore[arg-type]
+        layout.micro_batch,
+        layout.accumulation,
+        world_size,
+        cfg.seed,
+        identities,
+    )
+    if plan.steps_per_epoch < 1:
+        raise TrainingError(
+            f"a global batch of {plan.global_batch} images (train.global_batch_size, or "
+            f"batch_size x grad_accumulation x devices) exceeds the dataset size {len(dataset)}"  # type: ignore[arg-type]
+        )
+    return plan
+
+
+@dataclass
+class _Run:
+    """What a run steps and checkpoints: the model, its optimiser, schedule and scaler."""
+
+    model: FaceModel
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LambdaLR
+    scaler: torch.amp.GradScaler
+    channels_last: bool
+    step: int = 0
+
+    def restore(self, state: dict[str, Any], result: TrainResult) -> None:
+        """Continue from a checkpoint of the same run (RNG states included)."""
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.scaler.load_state_dict(state["scaler"])
+        checkpoint.set_rng_state(state["rng"])
+        self.step = result.resumed_from = int(state["step"])
+        result.history = list(state["history"])
+        result.validation = list(state.get("validation", []))
+
+    def state(self, fingerprint: str, result: TrainResult) -> dict[str, Any]:
+        """Everything :meth:`restore` needs (RNG states are added by checkpoint.save)."""
+        return {
+            "fingerprint": fingerprint,
+            "step": self.step,
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "scaler": self.scaler.state_dict(),
+            "history": result.history,
+            "validation": result.validation,
+        }
+
+
+def _build(
+    cfg: TrainParams, model: FaceModel, plan: StepPlan, device: torch.device
+) -> tuple[_Run, int]:
+    """The optimiser, lr schedule and scaler for ``model``; returns the run and its steps."""
+    channels_last = cfg.channels_last and channels_last_is_safe(model, device)
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    optimizer = torch.optim.SGD(
+        parameter_groups(model, cfg.weight_decay, cfg.no_decay_bn_bias),
+        lr=cfg.lr,
+        momentum=cfg.momentum,
+    )
+    schedule = run_schedule(cfg, plan.steps_per_epoch)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule.factor())
+    fp16 = autocast_dtype(cfg, device) == torch.float16
+    scaler = torch.amp.GradScaler(device.type, enabled=fp16)
+    return _Run(model, optimizer, scheduler, scaler, channels_last), schedule.total_steps
+
+
+def _wrapped(model: FaceModel, cfg: TrainParams, ctx: DistContext) -> FaceModel:
+    """The model the steps call: compiled and/or DDP-wrapped, the same modules underneath."""
+    compiled = torch.compile(model.backbone) if cfg.compile else model.backbone
+    if ctx.distributed:  # gradients are averaged over processes
+        return FaceModel(
+            data_parallel(compiled, ctx.device),  # type: ignore[arg-type]
+            data_parallel(model.head, ctx.device),
+            cfg.extra_losses,
+            cfg.triplet_margin,
+        )
+    if cfg.compile:
+        return FaceModel(compiled, model.head, cfg.extra_losses, cfg.triplet_margin)  # type: ignore[arg-type]
+    return model
+
+
+def _accumulate(
+    run: _Run, trained: FaceModel, batches: Iterator[Any], plan: StepPlan, ctx: DistContext
+) -> tuple[torch.Tensor, int]:
+    """Forward and backward over one step's micro-batches; ``(summed loss, images seen)``."""
+    synced = [m for m in (trained.backbone, trained.head) if isinstance(m, DistributedDataParallel)]
+    loss_sum, seen = torch.zeros((), device=ctx.device), 0
+    for j in range(plan.accumulation):
+        images, labels = next(batches)
+        images = images.to(ctx.device, non_blocking=True)
+        labels = labels.to(ctx.device, non_blocking=True)
+        if run.channels_last:
+            images = images.contiguous(memory_format=torch.channels_last)
+        with contextlib.ExitStack() as sync:
+            if j < plan.accumulation - 1:  # gradients are averaged over processes once per step
+                for module in synced:
+                    sync.enter_context(module.no_sync())
+            loss = trained(images, labels) / plan.accumulation
+            if j == 0:
+                # freed here, between forward and backward, last step's gradients hand their
+                # memory straight to this backward's (same sizes): ~20% faster on CPU than
+                # freeing them before the forward or after the step (fresh pages each time)
+                run.optimizer.zero_grad(set_to_none=True)
+            run.scaler.scale(loss).backward()
+        loss_sum += loss.detach()
+        seen += labels.numel() * ctx.world_size
+    return loss_sum, seen
+
+
 def train_model(
     cfg: TrainParams,
     dataset: Dataset,
@@ -222,126 +346,40 @@ def train_model(
     kwargs = backbone_kwargs(cfg)
     backbone = get_backbone(cfg.backbone, **kwargs)
     head = make_head(cfg, num_classes)
-    dtype = autocast_dtype(cfg, device)
-    set_trunk_precision(backbone, dtype)
+    set_trunk_precision(backbone, autocast_dtype(cfg, device))
     model = FaceModel(backbone, head, cfg.extra_losses, cfg.triplet_margin).to(device)
-    channels_last = cfg.channels_last and channels_last_is_safe(model, device)
-    if channels_last:
-        model = model.to(memory_format=torch.channels_last)
-    optimizer = torch.optim.SGD(
-        parameter_groups(model, cfg.weight_decay, cfg.no_decay_bn_bias),
-        lr=cfg.lr,
-        momentum=cfg.momentum,
-    )
-    layout = batch_layout(cfg, ctx.world_size)
-    identities = None
-    if cfg.images_per_identity:
-        labels = getattr(dataset, "labels", None)
-        if labels is None:
-            raise TrainingError("train.images_per_identity needs a dataset that lists its labels")
-        k = cfg.images_per_identity
-        identities = IdentityBatchSampler(labels, layout.micro_batch // k, k, seed=cfg.seed)
-    plan = StepPlan(
-        len(dataset),  # type: ignore[arg-type]
-        layout.micro_batch,
-        layout.accumulation,
-        ctx.world_size,
-        cfg.seed,
-        identities,
-    )
-    if plan.steps_per_epoch < 1:
-        raise TrainingError(
-            f"a global batch of {plan.global_batch} images (train.global_batch_size, or "
-            f"batch_size x grad_accumulation x devices) exceeds the dataset size {len(dataset)}"  # type: ignore[arg-type]
-        )
-    schedule = run_schedule(cfg, plan.steps_per_epoch)
-    total_steps = schedule.total_steps
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule.factor())
-    scaler = torch.amp.GradScaler(device.type, enabled=dtype == torch.float16)
-
+    plan = step_plan(cfg, dataset, ctx.world_size)
+    run, total_steps = _build(cfg, model, plan, device)
+    model = run.model
     result = TrainResult(backbone=backbone, backbone_kwargs=kwargs)
-    step = 0
     state = checkpoint.load(checkpoints, ctx.rank, fingerprint) if checkpoints else None
     if state is not None:
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        scaler.load_state_dict(state["scaler"])
-        checkpoint.set_rng_state(state["rng"])
-        step = result.resumed_from = int(state["step"])
-        result.history = list(state["history"])
-        result.validation = list(state.get("validation", []))
-
-    def save_checkpoint() -> None:
-        if checkpoints is None:
-            return
-        checkpoint.save(
-            checkpoints,
-            ctx.rank,
-            {
-                "fingerprint": fingerprint,
-                "step": step,
-                "model": model.state_dict(),
-                "optimizer": optimizer.state_dict(),
-                "scheduler": scheduler.state_dict(),
-                "scaler": scaler.state_dict(),
-                "history": result.history,
-                "validation": result.validation,
-            },
-        )
-
-    compiled = torch.compile(backbone) if cfg.compile else backbone
-    trained = model
-    if ctx.distributed:  # the same modules, wrapped: gradients are averaged over processes
-        trained = FaceModel(
-            data_parallel(compiled, device),  # type: ignore[arg-type]
-            data_parallel(head, device),
-            cfg.extra_losses,
-            cfg.triplet_margin,
-        )
-    elif cfg.compile:
-        trained = FaceModel(compiled, head, cfg.extra_losses, cfg.triplet_margin)
-    synced = [m for m in (trained.backbone, trained.head) if isinstance(m, DistributedDataParallel)]
+        run.restore(state, result)
+    trained = _wrapped(model, cfg, ctx)
     every = cfg.checkpoint_every or plan.steps_per_epoch
 
-    sampler = StepSampler(plan, ctx.rank, step, total_steps)
+    sampler = StepSampler(plan, ctx.rank, run.step, total_steps)
     batches: Iterator[Any] = iter(_loader(dataset, cfg, sampler, device))
     seen, started = 0, time.perf_counter()
-    bar = progress(total=total_steps, initial=step, desc="train", unit="step", hide=not ctx.is_main)
+    bar = progress(
+        total=total_steps, initial=run.step, desc="train", unit="step", hide=not ctx.is_main
+    )
     model.train()
-    while step < total_steps:
+    while run.step < total_steps:
         if isinstance(head, MarginHead) and cfg.head == "sphereface":
-            head.blend = sphereface_lambda(step, **cfg.sphereface_lambda.model_dump())
-        loss_sum = torch.zeros((), device=device)
-        for j in range(plan.accumulation):
-            images, labels = next(batches)
-            images = images.to(device, non_blocking=True)
-            labels = labels.to(device, non_blocking=True)
-            if channels_last:
-                images = images.contiguous(memory_format=torch.channels_last)
-            last = j == plan.accumulation - 1
-            with contextlib.ExitStack() as sync:
-                if not last:  # gradients are averaged over processes once per step
-                    for module in synced:
-                        sync.enter_context(module.no_sync())
-                loss = trained(images, labels) / plan.accumulation
-                if j == 0:
-                    # freed here, between forward and backward, last step's gradients hand their
-                    # memory straight to this backward's (same sizes): ~20% faster on CPU than
-                    # freeing them before the forward or after the step (fresh pages each time)
-                    optimizer.zero_grad(set_to_none=True)
-                scaler.scale(loss).backward()
-            loss_sum += loss.detach()
-            seen += labels.numel() * ctx.world_size
+            head.blend = sphereface_lambda(run.step, **cfg.sphereface_lambda.model_dump())
+        loss_sum, images = _accumulate(run, trained, batches, plan, ctx)
+        seen += images
         loss_value = _mean_over_ranks(loss_sum, ctx)
         if not torch.isfinite(loss_value):
             raise TrainingError(
-                f"loss became {loss_value.item()} at step {step}; the last good checkpoint is kept",
+                f"loss became {loss_value.item()} at step {run.step}; the last good checkpoint "
+                "is kept",
                 hint="lower train.lr, add warmup (train.warmup_epochs) or use precision bf16",
             )
         grad_norm, _ = optimizer_step(  # Partial FC's centres step (or skip) with the backbone
-            optimizer,
-            scaler,
+            run.optimizer,
+            run.scaler,
             model.backbone,
             head,
             grad_clip=cfg.grad_clip,
@@ -349,8 +387,9 @@ def train_model(
             weight_decay=cfg.weight_decay,
             distributed=ctx.distributed,
         )
-        scheduler.step()
-        step += 1
+        run.scheduler.step()
+        run.step += 1
+        step = run.step
         bar.update(1)
         due = cfg.val_every and (step % cfg.val_every == 0 or step == total_steps)
         if validate is not None and ctx.is_main and due:
@@ -361,15 +400,15 @@ def train_model(
             if log:
                 log(step, {f"val.{name}": value for name, value in accuracy.items()})
             backbone.train()
-        if step % every == 0 and step < total_steps:
-            save_checkpoint()
+        if step % every == 0 and step < total_steps and checkpoints is not None:
+            checkpoint.save(checkpoints, ctx.rank, run.state(fingerprint, result))
         if ctx.is_main and (step % log_every == 0 or step == total_steps):
             rate = seen / (time.perf_counter() - started)
             row = {
                 "step": float(step),
                 "epoch": step / plan.steps_per_epoch,
                 "loss": loss_value.item(),
-                "lr": optimizer.param_groups[0]["lr"],
+                "lr": run.optimizer.param_groups[0]["lr"],
                 "grad_norm": float(grad_norm),
                 "images_per_second": rate,
             }
