@@ -147,6 +147,14 @@ def test_repro_produces_metrics_model_and_onnx(pipeline: Path) -> None:
         assert 0.7 < evaluation[name]["accuracy"] <= 1.0, name  # chance is 0.5
     assert 0.5 < evaluation["megaface"]["rank1"] <= 1.0  # chance is 1/1001
     assert 0.5 < evaluation["ijbc"]["tar_far_1e-4"] <= 1.0
+    # the sets discriminate: no headline is saturated, and IJB-C measures TAR at FAR 1e-5
+    headlines = {
+        **{n: evaluation[n]["accuracy"] for n in ("lfw", "cfp_fp", "agedb_30", "ytf")},
+        "megaface": evaluation["megaface"]["rank1"],
+        "ijbc": evaluation["ijbc"]["tar_far_1e-4"],
+    }
+    assert all(value < 1.0 for value in headlines.values()), headlines
+    assert isinstance(evaluation["ijbc"]["tar_far_1e-5"], float)
     report = (pipeline / "reports" / "evaluation.md").read_text()
     assert "| IJB-B | | tar_far_1e-4 | not available | | |" in report
     assert report.splitlines()[2].startswith("**Data: synthface**")
