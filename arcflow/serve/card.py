@@ -50,13 +50,21 @@ def _imported_model(origin: Mapping[str, Any]) -> list[str]:
 
 
 def _loss(train: Mapping[str, Any]) -> str:
+    """The head with the margins it trained with (a margin left null: the paper's value)."""
     head = train.get("head", "arcface")
-    if head == "combined":
-        margins = f"m1={train.get('m1')}, m2={train.get('m2')}, m3={train.get('m3')}"
-    elif head in ("arcface", "cosface", "sphereface"):
-        margins = f"m={train.get('m')}"
-    else:
+    if head in ("softmax", "none"):
         margins = "no margin"
+    else:
+        from arcflow.heads.margins import head_margins  # imports torch: only when a card is made
+
+        m1, m2, m3 = head_margins(
+            head,
+            **{key: train.get(key) for key in ("m", "m1", "m2", "m3")},
+            sphereface_psi=train.get("sphereface_psi", "extension"),
+        )
+        margins = f"m1={m1:g}, m2={m2:g}, m3={m3:g}"
+        if head == "sphereface":
+            margins += f", psi {train.get('sphereface_psi', 'extension')}, annealed"
     extra = ", ".join(train.get("extra_losses") or []) or "none"
     return f"{head} (s={train.get('s')}, {margins}); extra terms: {extra}"
 

@@ -1,5 +1,5 @@
-"""A metric the evaluate stage reports as "below resolution" (a string, never a number) is
-carried as such by everything downstream: the model card and the flow's summary."""
+"""The model card (and the flow's summary beside it): a metric the evaluate stage reports as
+"below resolution" stays text, never a number; the margins stated are those trained with."""
 
 from __future__ import annotations
 
@@ -42,3 +42,39 @@ def test_the_model_card_says_below_resolution() -> None:
 def test_the_flow_summary_says_below_resolution() -> None:
     table = metrics_table({"metrics/eval.json": EVALUATION})
     assert f"tar_far_1e-4 {BELOW_RESOLUTION}" in table and "tar_far_1e-2 0.97" in table
+
+
+@pytest.mark.parametrize(
+    ("train", "says"),
+    [
+        ({"head": "arcface", "m": 0.5}, "arcface (s=64.0, m1=1, m2=0.5, m3=0)"),
+        ({"head": "cosface", "m": None}, "cosface (s=64.0, m1=1, m2=0, m3=0.35)"),
+        ({"head": "sphereface", "m1": None}, "sphereface (s=64.0, m1=1.35, m2=0, m3=0, psi"),
+        ({"head": "combined"}, "combined (s=64.0, m1=1, m2=0.3, m3=0.2)"),
+    ],
+)
+def test_the_model_card_states_the_margins_trained_with(train: dict, says: str) -> None:
+    """A margin left null is the paper's value, and the card says which (SphereFace: m1)."""
+    card = model_card(
+        CardInputs(
+            name="arcface",
+            train={
+                **TrainParams().model_dump(),
+                "m": None,
+                "m1": None,
+                "m2": None,
+                "m3": None,
+                **train,
+            },
+            data_source="synthface (synthetic://synthface)",
+            synthetic=True,
+            metrics={},
+            headlines={},
+            sizes={},
+            thresholds=None,
+            provenance={},
+            run_id="r",
+            detector="retinaface_mnet",
+        )
+    )
+    assert says in card
