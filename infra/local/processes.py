@@ -95,9 +95,18 @@ def identity(pid: int) -> dict[str, str] | None:
     return {"boot": boot, "start": start, "cmdline": cmdline.decode(errors="replace")}
 
 
+def differences(pid: int, recorded: Mapping[str, str] | None) -> list[str]:
+    """The fields of ``recorded`` (an :func:`identity`) that ``pid`` no longer matches; empty
+    when ``pid`` is still that process."""
+    now = identity(pid)
+    if not recorded or now is None:
+        return ["identity"]
+    return [key for key in sorted({*now, *recorded}) if now.get(key) != recorded.get(key)]
+
+
 def is_ours(pid: int, recorded: Mapping[str, str] | None) -> bool:
     """Whether ``pid`` is still the process recorded as ``recorded`` (its :func:`identity`)."""
-    return bool(recorded) and identity(pid) == dict(recorded or {})
+    return not differences(pid, recorded)
 
 
 def stop(pid: int, grace: float = 20.0) -> None:

@@ -21,10 +21,10 @@ from pathlib import Path
 
 from infra.local.processes import (
     alive,
+    differences,
     free_port,
     healthy,
     identity,
-    is_ours,
     start,
     stop,
     wait_healthy,
@@ -148,18 +148,24 @@ def up(root: Path = DEFAULT_DIR, *, timeout: float = 180.0) -> Stack:
             },
         ),
     }  # fmt: skip
+    started = []
     try:
         for name, (cmd, env) in commands.items():
             log = root / "logs" / f"{name}.log"
             proc = start(cmd, log, env)
+            started.append(proc.pid)
+            wait_healthy(proc, stack.health_urls[name], log, name=name, timeout=timeout)
+            # Read once it serves: right after Popen returns, some kernels (gVisor) can still
+            # show the forking parent's command line, and the record would never match again.
             stack.pids[name] = proc.pid
             stack.identities[name] = identity(proc.pid) or {}
             _state_file(root).write_text(json.dumps(asdict(stack), indent=2))
-            wait_healthy(proc, stack.health_urls[name], log, name=name, timeout=timeout)
             if name == "s3":
                 _create_buckets(stack)  # before MLflow proxies artifacts into one
     except BaseException:
-        down(root)
+        for pid in reversed(started):  # our own children: no record needed to know them
+            stop(pid)
+        _state_file(root).unlink(missing_ok=True)
         raise
     (root / "stack.env").write_text(
         "".join(f"export {k}={shlex.quote(v)}\n" for k, v in sorted(stack.env().items()))
@@ -178,8 +184,13 @@ def down(root: Path = DEFAULT_DIR) -> list[str]:
     for name, pid in reversed(list(record.get("pids", {}).items())):
         if not alive(pid):
             continue
-        if not is_ours(pid, identities.get(name)):  # a reboot or time reused the number
-            print(f"{name}: pid {pid} is another process now; not signalled", file=sys.stderr)
+        changed = differences(pid, identities.get(name))  # a reboot or time reused the number
+        if changed:
+            print(
+                f"{name}: pid {pid} is another process now (its {', '.join(changed)} differ);"
+                " not signalled",
+                file=sys.stderr,
+            )
             continue
         stop(pid)
         stopped.append(name)
