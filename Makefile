@@ -8,15 +8,20 @@ export PATH := $(CURDIR)/.venv/bin:$(PATH)
 setup:  ## create/refresh .venv (skipped while the dependency hash is unchanged)
 	@scripts/setup_venv.sh
 
-run: setup  ## download -> align -> train -> evaluate -> export, then show the metrics
+run: setup  ## download -> align -> train -> evaluate -> export, then summarize the run
 	dvc repro
-	dvc metrics show
+	arcflow summary
+
+# pytest-xdist: one process per core; a test module stays on one process (its module-scoped
+# fixtures, e.g. the e2e pipeline run, are built once) and the service stack is shared.
+TEST_WORKERS ?= auto
+PYTEST := python -m pytest -n $(TEST_WORKERS) --dist loadscope
 
 test: setup  ## the whole test suite (unit, integration with real servers, e2e dvc repro)
-	python -m pytest
+	$(PYTEST)
 
 test-fast: setup  ## unit tests only
-	python -m pytest -m unit
+	$(PYTEST) -m unit
 
 lint: setup
 	ruff check .

@@ -16,8 +16,10 @@ import typer
 
 from arcflow.config import load_params
 from arcflow.failures import one_line_errors
+from arcflow.preset_cli import app as preset_app
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
+app.add_typer(preset_app, name="preset", help="Presets (configs/) as DVC experiments.")
 
 PACKAGES = ("torch", "torchvision", "dvc", "mlflow", "prefect", "onnxruntime", "albumentations")
 
@@ -47,7 +49,8 @@ def info() -> None:
 def validate(
     path: Annotated[Path, typer.Argument(help="params file")] = Path("params.yaml"),
 ) -> None:
-    """Validate every section of a params file (params.yaml or a preset in configs/)."""
+    """Validate every section of a params file (params.yaml, or one a preset was applied to;
+    `arcflow preset show NAME --merged` checks a preset itself)."""
     with one_line_errors():
         load_params(path)
     typer.echo(f"{path}: valid")
@@ -222,30 +225,36 @@ def import_model(
 
 
 @app.command()
+def summary(params_file: ParamsOption = Path("params.yaml")) -> None:
+    """What the last pipeline run produced: headline benchmark numbers, training and export,
+    the logged model's MLflow URI and the reports (the end of `make run`)."""
+    from arcflow.run_summary import read_outputs, summarize
+    from arcflow.tracking.run import tracking_uri
+
+    with one_line_errors():
+        outputs = read_outputs(Path.cwd())
+        uri = tracking_uri(load_params(params_file, ("tracking",)).tracking, Path.cwd())
+    typer.echo(summarize(outputs, tracking_uri=uri), nl=False)
+
+
+@app.command()
 def doctor(params_file: ParamsOption = Path("params.yaml")) -> None:
     """Check the services this checkout is configured to use; name the setting to fix.
 
-    MLflow (MLFLOW_TRACKING_URI), Prefect (PREFECT_API_URL), the DVC remote and s3:// data
-    sources (endpoint, credentials, bucket). Exit 1 if any check fails.
+    MLflow (MLFLOW_TRACKING_URI), Prefect (PREFECT_API_URL), the default DVC remote as DVC
+    reads it (.dvc/config and .dvc/config.local: endpoint, region, profile, keys) and s3://
+    data sources (endpoint, credentials, bucket). Exit 1 if any check fails.
     """
-    import subprocess
-
     from arcflow.services import configured_checks
     from arcflow.tracking.run import tracking_uri
 
     with one_line_errors():
         loaded = load_params(params_file, ("data", "tracking"))
-    try:  # the DVC remote as DVC sees it (.dvc/config + config.local)
-        listing = subprocess.run(
-            ["dvc", "config", "--list"], capture_output=True, text=True, timeout=60
-        ).stdout
-    except (OSError, subprocess.TimeoutExpired):
-        listing = ""
     checks = configured_checks(
         loaded.data,
         tracking_uri(loaded.tracking, Path.cwd()),
         os.environ.get("PREFECT_API_URL"),
-        listing,
+        Path.cwd(),
     )
     for check in checks:
         typer.echo(check.line(), err=not check.ok)

@@ -279,7 +279,8 @@ class RegistryParams(Section):
 
 
 class FlowsParams(Section):
-    """Prefect: the scheduled retraining and how the pipeline flow retries its stages."""
+    """Prefect: the scheduled retraining, how the pipeline flow retries its stages, and how
+    long a flow waits for another one working in the same checkout."""
 
     retrain_cron: str = "0 3 * * 1"
     timezone: str = "UTC"
@@ -287,10 +288,12 @@ class FlowsParams(Section):
     stage_retries: Annotated[int, Field(ge=0, le=10)] = 2
     retry_delay_s: Annotated[float, Field(ge=0.0)] = 30.0
     trigger_event: str | None = None
+    workspace_lock_timeout_s: Annotated[float, Field(ge=0.0)] = 600.0
 
 
 class TrackingParams(Section):
-    """MLflow: the experiment name; the URI comes from MLFLOW_TRACKING_URI or the local default."""
+    """MLflow: the experiment new runs go to; the URI comes from MLFLOW_TRACKING_URI or the
+    local default (a relative SQLite path is the DVC repository's: arcflow.tracking.run)."""
 
     experiment: str = "arcflow"
     default_uri: str = "sqlite:///mlflow.db"
@@ -394,7 +397,7 @@ def load_params(path: str | Path = "params.yaml", sections: tuple[str, ...] = ()
     """Load ``path`` and validate ``sections`` (all known sections if empty).
 
     Unknown top-level sections are always an error (a typo would otherwise be ignored).
-    A requested section that is absent is an error too: presets are complete files.
+    A requested section that is absent is an error too (a params file is always complete).
     """
     raw = read_params_file(path)
     unknown = sorted(set(raw) - set(SECTIONS))

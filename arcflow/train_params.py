@@ -75,6 +75,7 @@ class TrainParams(Section):
     seed: int = 2048
     device: Literal["auto", "cpu", "cuda"] = "auto"
     num_workers: Annotated[int, Field(ge=0)] = 2
+    preload_mb: Annotated[int, Field(ge=0)] = 2048  # MiB: the decoded set kept in memory
     straight_through: bool = False
     devices: Literal["auto"] | PositiveInt = 1
     grad_accumulation: PositiveInt | None = 1

@@ -2,12 +2,14 @@
 
     python -m flows.pipeline [--repo .] [--no-promote]
 
-The stages and their order come from dvc.yaml (through DVC). Each stage is one task running
-``dvc repro --single-item <stage>`` (so an unchanged stage is skipped), its output streamed into
-the run's log, retried ``flows.stage_retries`` times. With a default DVC remote, the flow pulls
-before and pushes after. A stage that still fails fails the flow, and nothing is promoted.
-Then ``arcflow promote`` (the registry's gates) and a markdown artifact: the metrics, the
-comparison with the champion and the decision.
+The flow holds the checkout's workspace lock (:mod:`flows.workspace`) from start to end, so
+no other flow works in the checkout meanwhile. The stages and their order come from dvc.yaml
+(through DVC's stage graph). Each stage is one task running ``dvc repro --single-item <stage>``
+(so an unchanged stage is skipped, and DVC says which), its output streamed into the run's log,
+retried ``flows.stage_retries`` times. With a default DVC remote, the flow pulls before and
+pushes after. A stage that still fails fails the flow, and nothing is promoted. Then
+``arcflow promote`` (the registry's gates) on the model this run exported, and a markdown
+artifact: the metrics, the comparison with the champion and the decision.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from prefect.artifacts import create_markdown_artifact
 from arcflow.config import load_params
 from arcflow.failures import one_line_errors
 from flows import dvc
+from flows.workspace import workspace_lock
 
 SUMMARY_KEY = "arcflow-pipeline"
 MODEL_INFO = "models/onnx_model.json"  # the export stage's record of the logged model
@@ -36,9 +39,8 @@ def sync(repo: Path, action: str) -> None:
 
 @task(task_run_name="stage-{stage}")
 def run_stage(repo: Path, stage: str) -> str:
-    """One DVC stage; returns "ran" or "skipped" (unchanged)."""
-    out = dvc.run(["repro", "--single-item", stage], repo, get_run_logger().info)
-    return "skipped" if f"Stage '{stage}' didn't change" in out else "ran"
+    """One DVC stage; returns "ran" or "skipped" (DVC found it unchanged)."""
+    return "ran" if dvc.reproduce(repo, stage, get_run_logger().info) else "skipped"
 
 
 @task
@@ -100,16 +102,18 @@ def pipeline(repo: str = ".", promote: bool = True, params_file: str = "params.y
     stage_task = run_stage.with_options(
         retries=settings.stage_retries, retry_delay_seconds=settings.retry_delay_s
     )
-    remote = dvc.default_remote(root)
-    if remote:
-        sync(root, "pull")
-    stages = {name: stage_task(root, name) for name in dvc.stage_order(root)}
-    if remote:
-        sync(root, "push")
-    promotion = promote_model(root, params_path) if promote else None
+    with workspace_lock(root, settings.workspace_lock_timeout_s):
+        remote = dvc.default_remote(root)
+        if remote:
+            sync(root, "pull")
+        stages = {name: stage_task(root, name) for name in dvc.stage_order(root)}
+        if remote:
+            sync(root, "push")
+        promotion = promote_model(root, params_path) if promote else None
+        shown = dvc.metrics(root)
     create_markdown_artifact(
         key=SUMMARY_KEY,
-        markdown=summary(stages, dvc.metrics(root), promotion),
+        markdown=summary(stages, shown, promotion),
         description="stages, metrics, promotion decision",
     )
     return {"stages": stages, "promotion": promotion}

@@ -9,7 +9,8 @@ The watched source is ``flows.watch`` (default: ``align.source``), an entry of
 new revision is written to params.yaml (a DVC param of ``download@<name>``, so DVC reruns the
 pipeline from there), the pipeline flow runs and promotes, and the lineage — data revision,
 DVC data version, model version, decision — goes on the registry version as tags and into a
-Prefect artifact.
+Prefect artifact. The flow holds the checkout's workspace lock (:mod:`flows.workspace`) from
+before it reads params.yaml until the lineage is recorded; the pipeline subflow works under it.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from arcflow.data.sources.spec import RetryPolicy, S3Options
 from arcflow.errors import ConfigError
 from arcflow.failures import one_line_errors
 from flows.pipeline import MODEL_INFO, pipeline
+from flows.workspace import workspace_lock
 
 LINEAGE_KEY = "arcflow-lineage"
 
@@ -104,6 +106,13 @@ def retrain(repo: str = ".", params_file: str = "params.yaml") -> dict[str, Any]
     """Retrain and promote when the watched source changed; otherwise end early."""
     root = Path(repo).resolve()
     params_path = root / params_file
+    timeout_s = load_params(params_path, ("flows",)).flows.workspace_lock_timeout_s
+    with workspace_lock(root, timeout_s):  # the pipeline subflow works under this hold
+        return _retrain(root, params_path, params_file)
+
+
+def _retrain(root: Path, params_path: Path, params_file: str) -> dict[str, Any]:
+    """The retraining flow's body, run while it holds the workspace."""
     loaded = load_params(params_path, ("data", "align", "flows"))
     name = watched(loaded)
     recorded = loaded.data.sources[name].revision

@@ -9,11 +9,11 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 PYTHON=${PYTHON:-python3}
-RETINAFACE="retinaface-pytorch==0.0.8"
-FACENET="facenet-pytorch==2.6.0"
+# the face detectors, pinned: the same file infra/Dockerfile installs
+DETECTORS=requirements/detectors.txt
 
-deps_hash=$( { cat pyproject.toml scripts/setup_venv.sh; "$PYTHON" -c 'import sys; print(sys.version)'; } \
-  | sha256sum | cut -c1-16)
+deps_hash=$( { cat pyproject.toml "$DETECTORS" scripts/setup_venv.sh;
+  "$PYTHON" -c 'import sys; print(sys.version)'; } | sha256sum | cut -c1-16)
 stamp_name=".arcflow-deps-$deps_hash"
 
 if [ -n "${ARCFLOW_VENV_CACHE:-}" ]; then
@@ -31,12 +31,11 @@ if [ ! -f "$target/$stamp_name" ]; then
   "$PYTHON" -m venv "$target"
   pip=("$target/bin/python" -m pip --disable-pip-version-check)
   "${pip[@]}" install -q --upgrade pip "setuptools>=77" wheel
-  "${pip[@]}" install -q -e ".[test]"
-  # retinaface-pytorch pins torch==1.9 and albumentations==1.0, facenet-pytorch (MTCNN, its
-  # weights in the wheel) torch<2.3, numpy<2 and Pillow<10.3; their inference code runs on
-  # the versions above, so they go in without their pins. facenet-pytorch's other imports
-  # (requests, tqdm, Pillow) come with the dependencies above.
-  "${pip[@]}" install -q --no-deps "$RETINAFACE" "$FACENET"
+  "${pip[@]}" install -q -e ".[test,gpu,cluster,detectors]"
+  # The detectors pin torch==1.9, numpy<2 … (see the file); the code of theirs that ArcFlow
+  # runs works on the versions above, so they go in without their pins. Their remaining
+  # imports are the `detectors` group just installed.
+  "${pip[@]}" install -q --no-deps -r "$DETECTORS"
   touch "$target/$stamp_name"
 fi
 

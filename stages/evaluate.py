@@ -4,7 +4,8 @@ Benchmarks whose data is present are scored with the reference procedures; the o
 listed as not available. Writes DVC metrics (benchmark -> metric -> value), a ROC curve per
 benchmark (CSV for DVC plots, PNG), decision thresholds calibrated on the largest verification
 protocol scored (``metrics/thresholds.json``), a markdown report with the published numbers
-alongside, and logs all of it to the pipeline's MLflow run. ``--model`` takes the PyTorch backbone,
+alongside, and logs all of it to the pipeline's MLflow run, with the ``evaluate`` params it used
+and the evaluation sets as a dataset input (their DVC md5). ``--model`` takes the PyTorch backbone,
 its ONNX export or an MLflow model URI (``models:/arcface@champion``); features are cached
 per (model, dataset), so re-scoring does not re-embed.
 """
@@ -19,6 +20,7 @@ from pathlib import Path
 import mlflow
 
 from arcflow.atomic import atomic_dir, atomic_file, write_csv, write_json
+from arcflow.config import EvaluateParams
 from arcflow.data.dataset_label import read_dataset_label
 from arcflow.errors import DataFormatError
 from arcflow.evaluate.cache import FeatureCache
@@ -35,7 +37,9 @@ from arcflow.evaluate.report import (
 from arcflow.evaluate.result import BenchmarkResult
 from arcflow.evaluate.suite import BY_NAME, embed_all, run_suite, select
 from arcflow.evaluate.thresholds import FORMAT_VERSION, Thresholds, calibrate_results
+from arcflow.tracking.datasets import EVALUATION, log_dvc_input
 from arcflow.tracking.run import resume_run
+from arcflow.tracking.stage_params import log_stage_params
 from arcflow.train import distributed
 from stages.common import calibration_args, log, params, parser, run
 
@@ -110,7 +114,9 @@ def evaluate(args, cfg, ctx: EvalContext, benchmarks) -> None:
     thresholds_doc = thresholds_document(thresholds)
     write_outputs(args, results, report, thresholds_doc)
     if args.run is not None:
-        log_to_mlflow(cfg.tracking, args.run, results, report, thresholds, thresholds_doc)
+        with resume_run(cfg.tracking, Path.cwd(), args.run):
+            log_inputs(args.data, cfg.evaluate)
+            log_to_mlflow(results, report, thresholds, thresholds_doc)
 
 
 def thresholds_document(thresholds: Thresholds | None) -> dict[str, object]:
@@ -162,42 +168,47 @@ def write_outputs(
     write_json(args.metrics, metrics_document(results))
 
 
+def log_inputs(data: Path, evaluate_params: EvaluateParams) -> None:
+    """Into the active run: the ``evaluate`` params used (a rerun's changed values as tags,
+    :mod:`arcflow.tracking.stage_params`) and the evaluation sets as a dataset input."""
+    changed = log_stage_params("evaluate", {"evaluate": evaluate_params.model_dump(mode="json")})
+    if changed:
+        log.info("evaluate: changed since the run's first evaluation: %s", ", ".join(changed))
+    log_dvc_input(data, EVALUATION)
+
+
 def log_to_mlflow(
-    tracking,
-    run_file: Path,
     results,
     report: str,
     thresholds: Thresholds | None,
     thresholds_doc: dict[str, object],
 ) -> None:
-    """Metrics as ``eval.<benchmark>.<metric>``, the ROC figure, the report, and the thresholds
-    (metrics ``thresholds.far_<FAR>``, tag ``thresholds.set``, artifact ``thresholds.json``)."""
+    """Into the active run: metrics as ``eval.<benchmark>.<metric>``, the ROC figure, the
+    report, and the thresholds (metrics ``thresholds.far_<FAR>``, tag ``thresholds.set``,
+    artifact ``thresholds.json``)."""
     curves = {BY_NAME[n].title: r.roc for n, r in results.items() if r is not None and r.roc}
-    with resume_run(tracking, Path.cwd(), run_file):
-        for name, result in results.items():
-            if result is None:
-                mlflow.set_tag(f"eval.{name}", "not available")
-                continue
-            doc = benchmark_document(result)
-            mlflow.log_metrics(
-                {f"eval.{name}.{k}": v for k, v in doc.items() if not isinstance(v, str)}
-            )
-            mlflow.set_tags({f"eval.{name}.{k}": v for k, v in doc.items() if isinstance(v, str)})
-        mlflow.log_figure(roc_figure(curves, "ROC, every benchmark"), "plots/roc.png")
-        mlflow.log_text(report, "reports/evaluation.md")
-        mlflow.log_text(
-            json.dumps(thresholds_doc, indent=2, sort_keys=True) + "\n", "thresholds.json"
+    for name, result in results.items():
+        if result is None:
+            mlflow.set_tag(f"eval.{name}", "not available")
+            continue
+        doc = benchmark_document(result)
+        mlflow.log_metrics(
+            {f"eval.{name}.{k}": v for k, v in doc.items() if not isinstance(v, str)}
         )
-        if thresholds is not None:
-            points = thresholds.points.items()
-            mlflow.log_metrics({f"thresholds.{k}": p.threshold for k, p in points})
-            mlflow.set_tags(
-                {
-                    "thresholds.set": thresholds.set_name,
-                    "thresholds.n_genuine": str(thresholds.n_genuine),
-                    "thresholds.n_impostor": str(thresholds.n_impostor),
-                }
-            )
+        mlflow.set_tags({f"eval.{name}.{k}": v for k, v in doc.items() if isinstance(v, str)})
+    mlflow.log_figure(roc_figure(curves, "ROC, every benchmark"), "plots/roc.png")
+    mlflow.log_text(report, "reports/evaluation.md")
+    mlflow.log_text(json.dumps(thresholds_doc, indent=2, sort_keys=True) + "\n", "thresholds.json")
+    if thresholds is not None:
+        points = thresholds.points.items()
+        mlflow.log_metrics({f"thresholds.{k}": p.threshold for k, p in points})
+        mlflow.set_tags(
+            {
+                "thresholds.set": thresholds.set_name,
+                "thresholds.n_genuine": str(thresholds.n_genuine),
+                "thresholds.n_impostor": str(thresholds.n_impostor),
+            }
+        )
 
 
 if __name__ == "__main__":

@@ -8,8 +8,10 @@ and packs the face service (``--bundle``: the ONNX backbones, the detector, the 
 thresholds, the model card; :mod:`arcflow.serve`). The bundle is logged into the pipeline's
 MLflow run as the pyfunc model ``arcface`` (what ``models:/arcface@champion`` loads and
 ``mlflow models serve`` serves), with what ``arcflow promote`` judges it on: the benchmark
-metrics (``--eval-metrics``), parity and speed as the model's metrics, and its provenance (git
-commit, params hash, DVC data version) as its params and tags.
+metrics (``--eval-metrics``, linked to the evaluation sets' DVC version), parity and speed as the
+model's metrics, and its provenance (git commit and whether the tree was dirty, params hash, DVC
+data version) as its params and tags. The ``export``, ``serve`` and ``registry.model_name``
+params it used go into the run (:mod:`arcflow.tracking.stage_params`).
 """
 
 from __future__ import annotations
@@ -41,8 +43,10 @@ from arcflow.models.saving import load_backbone
 from arcflow.serve.card import CardInputs, model_card
 from arcflow.serve.package import CARD, write_bundle
 from arcflow.serve.pyfunc import log_face_model
-from arcflow.tracking.provenance import data_version, data_versions, git_commit, params_hash
+from arcflow.tracking.datasets import dvc_dataset
+from arcflow.tracking.provenance import data_version, data_versions, git_state, params_hash
 from arcflow.tracking.run import resume_run
+from arcflow.tracking.stage_params import log_stage_params
 from stages.common import calibration_args, log, params, parser, run, trained_model_args
 
 HASHED_SECTIONS = ("data", "align", "train", "evaluate", "export")  # what made model + metrics
@@ -63,10 +67,12 @@ def real_inputs(data: Path | None, count: int) -> np.ndarray | None:
 
 
 def provenance(params_file: Path, lock: Path, origin: ImportRecord | None) -> dict[str, str]:
-    """git commit, params hash and DVC data version (an imported model: where it came from):
-    recorded on the logged model."""
+    """git commit (``git_dirty``: tracked files differed from it), params hash and DVC data
+    version (an imported model: where it came from): recorded on the logged model."""
+    git = git_state(lock=lock)
     common = {
-        "git_commit": git_commit(),
+        "git_commit": git.commit,
+        "git_dirty": "unknown" if git.dirty is None else str(git.dirty).lower(),
         "params_hash": params_hash(read_params_file(params_file), HASHED_SECTIONS),
     }
     if origin is not None:
@@ -77,6 +83,18 @@ def provenance(params_file: Path, lock: Path, origin: ImportRecord | None) -> di
         "data_version": data_version(versions),
         **{f"data.{path}": md5 for path, md5 in versions.items()},
     }
+
+
+def log_params(loaded) -> None:
+    """Into the active run: the sections this stage used (a rerun's changed values as tags)."""
+    sections = {
+        "export": loaded.export.model_dump(mode="json"),
+        "serve": loaded.serve.model_dump(mode="json"),
+        "registry": {"model_name": loaded.registry.model_name},
+    }
+    changed = log_stage_params("export", sections)
+    if changed:
+        log.info("export: changed since the run's first export: %s", ", ".join(changed))
 
 
 def model_source(path: Path) -> tuple[ImportRecord | None, Path]:
@@ -230,8 +248,9 @@ def main() -> None:
     )
     write_json(args.metrics, report)
     export_metrics = flat_metrics("export", report)
-    model_metrics = {**flat_metrics("eval", evaluation), **export_metrics}
+    evaluated = dvc_dataset(args.data, args.dvc_lock) if args.data is not None else None
     with resume_run(loaded.tracking, Path.cwd(), args.run):
+        log_params(loaded)
         mlflow.log_metrics(export_metrics)
         mlflow.log_text(card, CARD)
         info = log_face_model(
@@ -242,7 +261,13 @@ def main() -> None:
             tags={f"arcflow.{key}": value for key, value in prov.items()},
             metadata={"input": "photos (encoded images); see arcflow/serve/pyfunc.py"},
         )
-        mlflow.log_metrics(model_metrics, model_id=info.model_id)
+        mlflow.log_metrics(export_metrics, model_id=info.model_id)
+        if eval_metrics := flat_metrics("eval", evaluation):
+            mlflow.log_metrics(  # measured on the evaluation sets: linked to their DVC version
+                eval_metrics,
+                model_id=info.model_id,
+                dataset=evaluated[0] if evaluated is not None else None,
+            )
     write_json(args.model_info, {"model_uri": info.model_uri, "model_id": info.model_id})
     log.info(
         "export: %s, max |onnx - source| = %.2e, %.1f ms/img (PyTorch %s)",

@@ -3,7 +3,8 @@
 ``arcflow import-model`` does the work (fetch through the data sources, checksum, safe load,
 architecture or ONNX conventions detected, atomic write); this stage also opens the model's
 own MLflow run, which its evaluate and export stages log into like the pipeline's run, with the
-provenance as params and tags (source, sha256, format, licence).
+provenance as params (``import.*``, also the artifact ``params/import.yaml``) and tags (source,
+licence, the git commit and whether the tree was dirty).
 """
 
 from __future__ import annotations
@@ -11,12 +12,11 @@ from __future__ import annotations
 from dataclasses import asdict
 from pathlib import Path
 
-import mlflow
-
 from arcflow.errors import ConfigError
 from arcflow.imports.model_import import import_model
-from arcflow.tracking.provenance import git_commit
-from arcflow.tracking.run import flatten, start_run
+from arcflow.tracking.provenance import dvc_experiment_tags, git_state
+from arcflow.tracking.run import start_run
+from arcflow.tracking.stage_params import log_stage_params
 from stages.common import log, params, parser, run
 
 RUN_FILE = "mlflow_run.json"
@@ -42,7 +42,8 @@ def main() -> None:
     )
     tags = {
         "arcflow.stage": "import",
-        "arcflow.git_sha": git_commit(),
+        **git_state().tags(),
+        **dvc_experiment_tags(),
         "arcflow.imported": "true",
         "arcflow.import.source": record.source,
         "arcflow.import.license": record.license or "not stated",
@@ -50,7 +51,7 @@ def main() -> None:
     with start_run(
         cfg.tracking, Path.cwd(), args.out / RUN_FILE, run_name=f"import:{args.name}", tags=tags
     ):
-        mlflow.log_params(flatten("import", {**asdict(record), "name": args.name}))
+        log_stage_params("import", {"import": {**asdict(record), "name": args.name}})
     log.info(
         "import@%s: %s %s from %s (sha256 %s…)",
         args.name,

@@ -2,7 +2,8 @@
 
 Reads each model's evaluate metrics (``metrics/eval.json``, ``metrics/imported/<name>/eval.json``
 for each ``imports`` entry) and writes ``reports/leaderboard.md`` and the same table as JSON;
-with ``--run``, logs both to the pipeline's MLflow run (``mlflow.log_table``: ``leaderboard.json``).
+with ``--run``, logs both to the pipeline's MLflow run (``mlflow.log_table``: ``leaderboard.json``)
+with the params it used (``imports``, ``registry.model_name``).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from arcflow.atomic import atomic_file, write_json
 from arcflow.errors import DataFormatError
 from arcflow.evaluate.leaderboard import Entry, leaderboard_markdown, leaderboard_table
 from arcflow.tracking.run import resume_run
+from arcflow.tracking.stage_params import log_stage_params
 from stages.common import log, params, parser, run
 
 
@@ -66,6 +68,11 @@ def main() -> None:
     write_json(args.table, table)
     if args.run is not None:
         with resume_run(cfg.tracking, Path.cwd(), args.run):
+            used = {
+                "imports": cfg.imports.model_dump(mode="json"),
+                "registry": {"model_name": cfg.registry.model_name},
+            }
+            log_stage_params("leaderboard", used)
             mlflow.log_table(table, artifact_file="leaderboard.json")
             mlflow.log_text(markdown, "reports/leaderboard.md")
     log.info("leaderboard: %d models -> %s", len(entries), args.out)

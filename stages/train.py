@@ -3,7 +3,8 @@
 With ``train.devices`` > 1 the stage relaunches itself under torchrun (DDP: NCCL on GPUs,
 gloo on CPU). Checkpoints go to ``--checkpoints`` every ``train.checkpoint_every`` steps; a
 rerun of the same run (same params and data) resumes from the last one, into the same MLflow
-run. The main process logs params and per-step loss/lr/throughput to MLflow, verifies on the
+run. The main process logs its params (``data``, ``align``, ``train``), the training set as a
+dataset input (its DVC md5), and per-step loss/lr/throughput to MLflow, verifies on the
 ``--val`` .bin sets every ``train.val_every`` steps (MLflow ``val.<set>``, ``--val-plot``),
 saves ``<out>/backbone.pt`` and ``<out>/mlflow_run.json`` (for the later stages), and writes
 DVC metrics and plots; the checkpoints are removed once the model is saved.
@@ -25,7 +26,6 @@ import torch.distributed as dist
 from torch import nn
 
 from arcflow.atomic import write_csv, write_json
-from arcflow.config import read_params_file
 from arcflow.data.binpairs import load_bin
 from arcflow.data.faces import AlignedFaceDataset
 from arcflow.data.transforms import train_augmentation
@@ -33,11 +33,15 @@ from arcflow.errors import DataFormatError
 from arcflow.evaluate.embed import embed_crops
 from arcflow.evaluate.verification import evaluate_pairs
 from arcflow.models.saving import save_backbone
-from arcflow.tracking.provenance import git_commit
-from arcflow.tracking.run import flatten, start_run
+from arcflow.tracking.datasets import TRAINING, log_dvc_input
+from arcflow.tracking.provenance import dvc_experiment_tags, git_state
+from arcflow.tracking.run import start_run
+from arcflow.tracking.stage_params import log_stage_params
 from arcflow.train import distributed
 from arcflow.train.loop import TrainResult, train_model
 from stages.common import log, params, parser, run
+
+UPSTREAM = ("data", "align", "train")  # the params sections logged by this stage
 
 
 def run_fingerprint(train_params: dict, data: Path, world_size: int) -> str:
@@ -67,6 +71,15 @@ def verifier(folder: Path, device) -> Callable[[nn.Module], dict[str, float]]:
         return accuracy
 
     return validate
+
+
+def log_params(cfg, dataset: AlignedFaceDataset) -> None:
+    """The sections that made the model (the data's too) and the training set's size."""
+    sections = {name: getattr(cfg, name).model_dump(mode="json") for name in UPSTREAM}
+    sizes = {"images": len(dataset), "classes": dataset.num_classes}
+    changed = log_stage_params("train", {**sections, "dataset": sizes})
+    if changed:
+        log.warning("train: resumed run logged with other values: %s", ", ".join(changed))
 
 
 def write_outputs(args, cfg, result: TrainResult) -> dict[str, float]:
@@ -104,7 +117,7 @@ def main() -> None:
     p.add_argument("--val", type=Path, help="folder of .bin pair sets to verify on while training")
     p.add_argument("--val-plot", type=Path, default=Path("plots/train_val.csv"))
     args = p.parse_args()
-    cfg = params(args, "train", "tracking")
+    cfg = params(args, "data", "align", "train", "tracking")
     train_cfg = cfg.train
     nproc = distributed.resolve_devices(train_cfg.devices, train_cfg.device)
     code = distributed.relaunch_under_torchrun(nproc, "stages.train", sys.argv[1:])
@@ -116,6 +129,8 @@ def main() -> None:
     try:
         augment = train_augmentation(**train_cfg.augment.model_dump())
         dataset = AlignedFaceDataset(args.data, augment=augment)
+        if dataset.preload(train_cfg.preload_mb * 2**20) and ctx.is_main:
+            log.info("train: %d crops decoded into memory once", len(dataset))
         fingerprint = run_fingerprint(train_cfg.model_dump(mode="json"), args.data, ctx.world_size)
         if ctx.is_main:
             log.info(
@@ -129,7 +144,7 @@ def main() -> None:
                 ctx.device,
             )
         resume = (args.checkpoints / "rank000.pt").exists()
-        tags = {"arcflow.stage": "train", "arcflow.git_sha": git_commit()}
+        tags = {"arcflow.stage": "train", **git_state().tags(), **dvc_experiment_tags()}
         tracking = (
             start_run(
                 cfg.tracking,
@@ -145,11 +160,9 @@ def main() -> None:
             else contextlib.nullcontext()
         )
         with tracking as mlrun:
-            if ctx.is_main and not resume:
-                mlflow.log_params(flatten("", read_params_file(args.params)))
-                mlflow.log_params(
-                    {"dataset.images": len(dataset), "dataset.classes": dataset.num_classes}
-                )
+            if ctx.is_main:
+                log_params(cfg, dataset)
+                log_dvc_input(args.data, TRAINING)
             result = train_model(
                 train_cfg,
                 dataset,

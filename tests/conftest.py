@@ -3,6 +3,7 @@ stage runners."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import sys
@@ -16,6 +17,7 @@ from arcflow.config import SynthFaceParams
 from infra.local.stack import Stack, down, load, up
 
 ROOT = Path(__file__).resolve().parents[1]
+STACK_FOLDER = "stack"  # in the run's temp folder: the services shared by the whole run
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -39,23 +41,53 @@ def repo_root() -> Path:
     return ROOT
 
 
+def _run_temp(factory: pytest.TempPathFactory) -> Path:
+    """The test run's temp folder, the same for every pytest-xdist worker (each worker's own
+    basetemp is a ``popen-gw<N>`` folder inside the controller's)."""
+    base = factory.getbasetemp()
+    return base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base
+
+
+@contextlib.contextmanager
+def _exclusive(lock_file: Path) -> Iterator[None]:
+    """An advisory lock between the processes of one test run."""
+    import fcntl
+
+    with lock_file.open("a") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
 @pytest.fixture(scope="session")
 def local_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     """moto S3 + MLflow server (artifacts proxied to S3) + Prefect server on loopback.
 
-    The stack of `make services-up` is reused (and left running) when it is up; otherwise one
-    is started for the session and stopped after it.
+    The stack of `make services-up` is reused (and left running) when it is up. Otherwise the
+    first test process that needs one starts it in the run's temp folder and every other
+    xdist worker reuses it; the controlling process stops it when the run ends
+    (:func:`pytest_sessionfinish`).
     """
     running = load(ROOT / ".services")
     if running is not None:
         yield running
         return
-    root = tmp_path_factory.mktemp("stack")
-    stack = up(root)
-    try:
-        yield stack
-    finally:
-        down(root)
+    root = _run_temp(tmp_path_factory) / STACK_FOLDER
+    with _exclusive(root.with_suffix(".lock")):
+        stack = load(root) or up(root)
+    yield stack
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    """The controller (or the only process) stops the shared stack once every worker is done."""
+    if hasattr(session.config, "workerinput"):  # an xdist worker: the controller stops it
+        return
+    factory = getattr(session.config, "_tmp_path_factory", None)
+    if factory is None or factory._basetemp is None:  # no temp folder, so no stack was started
+        return
+    down(factory.getbasetemp() / STACK_FOLDER)
 
 
 @pytest.fixture(scope="session")

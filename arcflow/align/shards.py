@@ -7,10 +7,14 @@ either exists whole or not at all. An interrupted run therefore resumes from the
 were finished, a work folder made for other inputs or params is cleared first (its
 ``fingerprint``), and shards can be split between processes or machines (``only=(i, n)``
 takes shards ``i, i+n, i+2n, …``) because the outputs never depend on who made a shard.
+Processes that start together on one work folder (``--shard`` parts, a cluster's tasks) check
+and clear it under a file lock, so none of them deletes shards another has begun.
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import hashlib
 import json
 import logging
@@ -62,6 +66,15 @@ def plan(job: AlignJob, shard_size: int) -> list[Shard]:
     ]
 
 
+@contextlib.contextmanager
+def _exclusive(path: Path) -> Iterator[None]:
+    """Hold an exclusive ``flock`` on ``path`` (created with its folder) for the block."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)  # released when the file closes
+        yield
+
+
 class ShardStore:
     """The finished shards of one job in ``work/<job>/``; cleared when its inputs changed."""
 
@@ -73,10 +86,11 @@ class ShardStore:
             json.dumps([job.fingerprint(), settings], sort_keys=True).encode()
         ).hexdigest()
         stamp = self.folder / "fingerprint"
-        if not stamp.is_file() or stamp.read_text() != fingerprint:
-            shutil.rmtree(self.folder, ignore_errors=True)
-            self.folder.mkdir(parents=True)
-            stamp.write_text(fingerprint)
+        with _exclusive(work / f".{job.name}.lock"):
+            if not stamp.is_file() or stamp.read_text() != fingerprint:
+                shutil.rmtree(self.folder, ignore_errors=True)
+                self.folder.mkdir(parents=True)
+                stamp.write_text(fingerprint)
 
     def _paths(self, shard: Shard) -> tuple[Path, Path, Path]:
         base = self.folder / shard.stem

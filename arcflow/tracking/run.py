@@ -2,6 +2,11 @@
 
 The run id lives in a small JSON file that DVC tracks as a train output, so evaluate and
 export log into the run that produced the model they consume.
+
+Where the store is: ``MLFLOW_TRACKING_URI`` when set, else ``tracking.default_uri``. A relative
+SQLite path (the default ``sqlite:///mlflow.db``) and the local artifact folder (``mlartifacts/``)
+live in the DVC repository the stage belongs to (:func:`store_root`), never in the temporary
+copy ``dvc exp run --queue`` / ``--temp`` runs an experiment in: the copy is deleted afterwards.
 """
 
 from __future__ import annotations
@@ -18,14 +23,45 @@ from arcflow.config import TrackingParams
 from arcflow.errors import TrackingError, first_line
 
 ENV_URI = "MLFLOW_TRACKING_URI"
+ENV_DVC_ROOT = "DVC_ROOT"  # set by DVC for every stage command (dvc/stage/run.py)
+EXPERIMENT_WORKSPACES = (".dvc", "tmp", "exps")  # where DVC runs queued / --temp experiments
+ARTIFACTS = "mlartifacts"  # the local store's artifact folder, beside its database
+SQLITE = "sqlite:///"
+
+
+def store_root(root: Path) -> Path:
+    """The repository whose local tracking store a stage at ``root`` uses.
+
+    DVC sets ``DVC_ROOT`` for every stage command; for an experiment run from the queue (or
+    with ``--temp``) it names the ORIGINAL repository, not the temporary copy under
+    ``<repo>/.dvc/tmp/exps/`` the stage runs in. Without it (a stage run by hand), a ``root``
+    inside such a copy still maps to ``<repo>``; anything else is ``root`` itself.
+    """
+    env = os.environ.get(ENV_DVC_ROOT)
+    if env and Path(env).is_dir():
+        return Path(env).resolve()
+    parts = root.resolve().parts
+    width = len(EXPERIMENT_WORKSPACES)
+    for start in range(len(parts) - width, 0, -1):  # the innermost copy
+        if parts[start : start + width] == EXPERIMENT_WORKSPACES:
+            return Path(*parts[:start])
+    return root.resolve()
+
+
+def local_artifacts(uri: str) -> Path | None:
+    """Where a local SQLite store keeps its artifacts: ``mlartifacts/`` beside the database
+    (``<repo>/mlartifacts`` for the default); None for a server, which decides for itself."""
+    if not uri.startswith(SQLITE):
+        return None
+    return Path(uri[len(SQLITE) :].split("?", 1)[0]).parent / ARTIFACTS
 
 
 def tracking_uri(params: TrackingParams, root: Path) -> str:
-    """MLFLOW_TRACKING_URI if set, else the local default resolved against ``root``."""
+    """MLFLOW_TRACKING_URI if set, else ``tracking.default_uri``; a relative SQLite path is
+    resolved against :func:`store_root` (so it is absolute)."""
     uri = os.environ.get(ENV_URI) or params.default_uri
-    prefix = "sqlite:///"
-    if uri.startswith(prefix) and not uri.startswith(prefix + "/"):
-        uri = prefix + str((root / uri[len(prefix) :]).resolve())
+    if uri.startswith(SQLITE) and not uri.startswith(SQLITE + "/"):
+        uri = SQLITE + str((store_root(root) / uri[len(SQLITE) :]).resolve())
     return uri
 
 
@@ -36,8 +72,19 @@ def client(params: TrackingParams, root: Path) -> Any:
     return MlflowClient(tracking_uri=tracking_uri(params, root))
 
 
+def _unusable(uri: str, exc: Exception) -> TrackingError:
+    return TrackingError(
+        f"MLflow tracking store {uri} is not usable: {first_line(exc)}",
+        hint=f"start the server or unset {ENV_URI} to use the local store",
+    )
+
+
 def configure(params: TrackingParams, root: Path) -> str:
-    """Point MLflow at the tracking store and select (or create) the experiment."""
+    """Point MLflow at the tracking store and select (or create) the experiment.
+
+    An experiment a local SQLite store creates keeps its artifacts beside the database
+    (:func:`local_artifacts`), not in MLflow's default ``./mlruns`` of the working directory.
+    """
     import mlflow
     from mlflow.exceptions import MlflowException
 
@@ -45,15 +92,12 @@ def configure(params: TrackingParams, root: Path) -> str:
     mlflow.set_tracking_uri(uri)
     try:
         if mlflow.get_experiment_by_name(params.experiment) is None:
-            local = not os.environ.get(ENV_URI)  # the in-repo default store
-            location = (root / "mlartifacts").resolve().as_uri() if local else None
+            artifacts = local_artifacts(uri)
+            location = artifacts.resolve().as_uri() if artifacts is not None else None
             mlflow.create_experiment(params.experiment, artifact_location=location)
         mlflow.set_experiment(params.experiment)
     except MlflowException as exc:
-        raise TrackingError(
-            f"MLflow tracking store {uri} is not usable: {first_line(exc)}",
-            hint=f"start the server or unset {ENV_URI} to use the local store",
-        ) from None
+        raise _unusable(uri, exc) from None
     return uri
 
 
@@ -108,15 +152,23 @@ def read_run_id(run_file: Path) -> str:
 
 @contextlib.contextmanager
 def resume_run(params: TrackingParams, root: Path, run_file: Path) -> Iterator[Any]:
-    """Reopen the pipeline's run so this stage logs next to the training results."""
+    """Reopen the pipeline's run so this stage logs next to the training results.
+
+    The run is found by id in whatever experiment holds it: ``tracking.experiment`` names the
+    experiment new runs go to, so renaming it neither moves nor breaks the runs before.
+    """
     import mlflow
     from mlflow.exceptions import MlflowException
 
-    uri = configure(params, root)
+    uri = tracking_uri(params, root)
+    mlflow.set_tracking_uri(uri)
     run_id = read_run_id(run_file)
     try:
-        mlflow.get_run(run_id)
-    except MlflowException:
+        experiment_id = mlflow.get_run(run_id).info.experiment_id
+        mlflow.set_experiment(experiment_id=experiment_id)  # start_run checks it holds the run
+    except MlflowException as exc:
+        if exc.error_code != "RESOURCE_DOES_NOT_EXIST":
+            raise _unusable(uri, exc) from None
         raise TrackingError(
             f"MLflow run {run_id} (from {run_file}) is not in the tracking store {uri}",
             hint="the store was reset or MLFLOW_TRACKING_URI changed; rerun training: "

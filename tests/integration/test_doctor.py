@@ -118,4 +118,83 @@ def test_rejected_credentials_name_the_credential_settings(
     assert len(failures) == 2  # the DVC remote and the data source; MLflow and Prefect are fine
     for line in failures:
         assert "credentials rejected (InvalidAccessKeyId)" in line
-        assert line.endswith("fix AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY (or AWS_PROFILE)")
+    remote, source = failures
+    assert remote.endswith(
+        "fix AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY (or AWS_PROFILE), "
+        "or remote.storage.access_key_id / secret_access_key (dvc remote modify --local)"
+    )
+    assert source.endswith("fix AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY (or AWS_PROFILE)")
+
+
+def dvc_local(checkout: Path, *settings: tuple[str, str]) -> None:
+    """``dvc remote modify --local storage KEY VALUE``: .dvc/config.local, as the docs say."""
+    dvc = str(Path(sys.executable).with_name("dvc"))
+    for key, value in settings:
+        subprocess.run(
+            [dvc, "remote", "modify", "--local", "storage", key, value],
+            cwd=checkout, check=True, capture_output=True,
+        )  # fmt: skip
+
+
+def no_aws_env(stack: Stack, home: Path) -> dict[str, str]:
+    """The stack's MLflow and Prefect, but no AWS_* credentials or endpoint, and no ~/.aws or
+    instance role to fall back on: any S3 credential must come from the DVC config."""
+    return {
+        "MLFLOW_TRACKING_URI": stack.mlflow_url,
+        "PREFECT_API_URL": f"{stack.prefect_url}/api",
+        "AWS_SHARED_CREDENTIALS_FILE": str(home / "no-credentials"),
+        "AWS_CONFIG_FILE": str(home / "no-config"),
+        "AWS_EC2_METADATA_DISABLED": "true",
+    }
+
+
+def test_the_dvc_remote_uses_the_keys_of_config_local(
+    checkout: Path, local_stack: Stack, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    env = no_aws_env(local_stack, tmp_path_factory.mktemp("home"))
+    dvc_local(checkout, ("endpointurl", local_stack.s3_url), ("region", "us-east-1"))
+    before = doctor(checkout, env)
+    [remote, source] = before.stderr.splitlines()
+    assert remote.startswith("FAIL s3") and "DVC remote 'storage'" in remote
+    assert "no credentials" in remote
+    assert remote.endswith(
+        "or remote.storage.access_key_id / secret_access_key (dvc remote modify --local)"
+    )
+
+    dvc_local(checkout, ("access_key_id", "config-local-key"), ("secret_access_key", "s3cret"))
+    after = doctor(checkout, env)
+    assert after.returncode == 1, after.stdout + after.stderr
+    remote = next(line for line in after.stdout.splitlines() if "DVC remote" in line)
+    assert remote.startswith("ok   s3") and f"at {local_stack.s3_url}" in remote
+    assert remote.endswith("bucket reachable with the keys of remote.storage (DVC config)")
+    # the data source reads the environment, which has no credentials
+    [source] = after.stderr.splitlines()
+    assert "source faces" in source and "no credentials" in source
+    assert "s3cret" not in after.stdout + after.stderr
+
+
+def test_rejected_config_local_keys_name_the_dvc_setting(
+    checkout: Path, local_stack: Stack, strict_s3: str, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    env = no_aws_env(local_stack, tmp_path_factory.mktemp("home"))
+    dvc_local(
+        checkout,
+        ("endpointurl", strict_s3),
+        ("access_key_id", "unknown-to-this-server"),
+        ("secret_access_key", "s3cret"),
+    )
+    proc = doctor(checkout, env)
+    remote = next(line for line in proc.stderr.splitlines() if "DVC remote" in line)
+    assert f"at {strict_s3}" in remote and "credentials rejected (InvalidAccessKeyId)" in remote
+    assert remote.endswith(
+        "fix remote.storage.access_key_id / secret_access_key (dvc remote modify --local)"
+    )
+
+
+def test_an_unreadable_dvc_config_is_one_failed_check(checkout: Path, local_stack: Stack) -> None:
+    (checkout / ".dvc" / "config.local").write_text('[remote "storage"\nurl = \n')
+    proc = doctor(checkout, local_stack.env())
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr
+    [failure] = proc.stderr.splitlines()
+    assert failure.startswith("FAIL dvc") and "DVC config file error" in failure
+    assert failure.endswith("(dvc config --list --show-origin)")

@@ -13,7 +13,7 @@ pytestmark = pytest.mark.unit
 
 
 def test_validate_accepts_shipped_params(repo_root: Path) -> None:
-    result = CliRunner().invoke(app, ["validate", str(repo_root / "configs" / "cpu_smoke.yaml")])
+    result = CliRunner().invoke(app, ["validate", str(repo_root / "params.yaml")])
     assert result.exit_code == 0, result.output
     assert "valid" in result.output
 

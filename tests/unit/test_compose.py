@@ -199,7 +199,9 @@ def test_named_volumes_are_declared_and_bind_mounts_exist() -> None:
             else:
                 assert source in declared, f"{name}: volume {source} is not declared"
                 used.add(source)
-    assert used == declared == {"postgres-data", "objectstore-data", "dvc-cache", "mlflow-auth"}
+    workspaces = {"worker-workspace", "trainer-workspace"}  # the workers' checkouts
+    expected = {"postgres-data", "objectstore-data", "dvc-cache", "mlflow-auth", *workspaces}
+    assert used == declared == expected
 
 
 def test_env_example_defines_exactly_the_referenced_variables() -> None:
@@ -362,65 +364,48 @@ def test_workers_run_the_training_image_against_the_stack() -> None:
     assert devices == [{"driver": "nvidia", "count": "all", "capabilities": ["gpu"]}]
 
 
-# --- images -------------------------------------------------------------------------------
+def yaml_keys(node: yaml.Node) -> dict[str, yaml.Node]:
+    assert isinstance(node, yaml.MappingNode)
+    return {key.value: value for key, value in node.value}
 
 
-def dockerfile_args(text: str) -> dict[str, str]:
-    return dict(re.findall(r"^ARG (\w+)=(\S+)$", text, flags=re.M))
+def test_worker_and_trainer_share_one_image_through_the_anchor() -> None:
+    """One image for both workers: `build` and `image` come only from x-worker."""
+    top = yaml_keys(yaml.compose(compose_text()))
+    anchor = top["x-worker"]
+    assert {"build", "image"} <= set(yaml_keys(anchor))
+    compose_services = yaml_keys(top["services"])
+    for name in ("worker", "trainer"):
+        own = yaml_keys(compose_services[name])
+        assert own["<<"] is anchor, f"{name} must merge the x-worker anchor"
+        assert not {"build", "image"} & set(own), f"{name} must not override the image"
+    worker, trainer = services()["worker"], services()["trainer"]
+    assert worker["build"] == trainer["build"]
+    assert resolve(worker["image"], filled_env()) == resolve(trainer["image"], filled_env())
+    assert resolve(worker["image"], filled_env()) == "arcflow-trainer:local"
 
 
-def test_training_image_is_cuda_pytorch_with_the_project_installed() -> None:
-    text = (INFRA / "Dockerfile").read_text()
-    bases = re.findall(r"^FROM (\S+)", text, flags=re.M)
-    assert len(bases) == 1
-    assert re.fullmatch(r"pytorch/pytorch:\d+\.\d+\.\d+-cuda1[2-9]\.\d+-cudnn\d+-runtime", bases[0])
-    assert re.search(r"pip install [^\n]*-e /workspace", text)
-    assert re.search(r"^COPY --chown=arcflow:arcflow \. /workspace$", text, flags=re.M)
-    assert re.search(r"^WORKDIR /workspace$", text, flags=re.M)
-    assert re.search(r"apt-get install [^\n]*\bgit\b", text)
-    users = re.findall(r"^USER (\S+)", text, flags=re.M)
-    assert users and users[-1] not in ("root", "0")
-    # dvc comes with the project's own dependencies
-    assert re.search(r'^\s*"dvc\[s3\]', (ROOT / "pyproject.toml").read_text(), flags=re.M)
-    # MLflow and Prefect clients follow the servers' versions
-    env = env_example()
-    args = dockerfile_args(text)
-    assert args["MLFLOW_VERSION"] == env["MLFLOW_VERSION"]
-    assert args["PREFECT_VERSION"] == env["PREFECT_VERSION"]
-    assert "mlflow==%s" in text and "prefect==%s" in text
-
-
-def test_mlflow_image_installs_postgres_and_s3_drivers() -> None:
-    text = (INFRA / "mlflow.Dockerfile").read_text()
-    assert re.search(r"^FROM python:3\.\d+\.\d+-slim", text, flags=re.M)
-    assert '"mlflow[auth]==${MLFLOW_VERSION}"' in text  # the basic-auth app's Flask-WTF
-    assert re.search(r'"psycopg2-binary==[\d.]+"', text)
-    assert re.search(r'"boto3==[\d.]+"', text)
-    version = env_example()["MLFLOW_VERSION"]
-    assert dockerfile_args(text)["MLFLOW_VERSION"] == version
-    assert version.split(".")[0] == "3"
-    assert re.findall(r"^USER (\S+)", text, flags=re.M) == ["mlflow"]
-
-
-def test_face_api_serves_the_champion_from_an_image_without_torch() -> None:
-    env = filled_env()
-    svc = services()["face-api"]
-    assert environment("face-api")["MLFLOW_TRACKING_URI"] == "http://mlflow:5000"
-    assert resolve(environment("face-api")["FACE_MODEL_URI"], env) == "models:/arcface@champion"
-    build = svc["build"]
-    text = (INFRA / build["context"] / build["dockerfile"]).read_text()
-    assert re.search(r"^FROM python:3\.11\.\d+-slim", text, flags=re.M)
-    assert '"mlflow==${MLFLOW_VERSION}"' in text
-    assert dockerfile_args(text)["MLFLOW_VERSION"] == env["MLFLOW_VERSION"]
-    installed = set(re.findall(r'"([a-z0-9-]+)==[\d.]+"', text))
-    # what the face model's pyfunc needs with the default detector (arcflow.serve.pyfunc)
-    from arcflow.serve.pyfunc import DETECTOR_REQUIREMENTS, REQUIREMENTS
-
-    assert {*REQUIREMENTS, *DETECTOR_REQUIREMENTS["retinaface_mnet"]} <= installed
-    assert not {name for name in installed if name.startswith("torch")}
-    assert (INFRA / "face-api" / "entrypoint.sh").is_file()
-    assert "face-api/entrypoint.sh" in text
-    assert re.findall(r"^USER (\S+)", text, flags=re.M) == ["faceapi"]
+def test_each_worker_keeps_its_checkout_on_a_named_volume() -> None:
+    """/workspace (code, data, models, dvc.lock) outlives the container and the image; each
+    worker has its own checkout (never two `dvc` processes in one), the DVC cache is shared."""
+    declared = set(compose()["volumes"])
+    mounts: dict[str, dict[str, str]] = {}
+    for name in ("worker", "trainer"):
+        volumes = services()[name]["volumes"]
+        assert all(isinstance(v, str) and v.count(":") == 1 for v in volumes), name
+        mounts[name] = {target: source for source, target in (v.split(":") for v in volumes)}
+        assert set(mounts[name]) == {"/workspace", "/workspace/.dvc/cache"}, name
+        assert mounts[name]["/workspace"] in declared, f"{name}: /workspace is not a named volume"
+        assert mounts[name]["/workspace/.dvc/cache"] == "dvc-cache"
+        assert environment(name)["ARCFLOW_WORKSPACE_UPDATE"] == (
+            "${ARCFLOW_WORKSPACE_UPDATE:-ff-only}"
+        )
+    assert mounts["worker"]["/workspace"] != mounts["trainer"]["/workspace"]
+    assert env_example()["ARCFLOW_WORKSPACE_UPDATE"] == "ff-only"
+    # the image makes both mount points for its user: the volumes start out writable by it
+    dockerfile = (INFRA / "Dockerfile").read_text()
+    made = re.search(r"install -d -o arcflow -g arcflow ([^\n]+)", dockerfile)
+    assert made and {"/workspace", "/workspace/.dvc/cache"} <= set(made[1].split())
 
 
 # --- scripts ------------------------------------------------------------------------------

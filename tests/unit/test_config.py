@@ -9,6 +9,7 @@ import yaml
 
 from arcflow.config import SECTIONS, Section, SynthFaceParams, load_params
 from arcflow.errors import ConfigError
+from arcflow.presets import list_presets, preset_params
 
 pytestmark = pytest.mark.unit
 
@@ -25,9 +26,13 @@ def shipped(repo_root: Path) -> dict:
 
 
 def test_shipped_params_and_presets_are_valid(repo_root: Path) -> None:
-    for path in [repo_root / "params.yaml", *sorted((repo_root / "configs").glob("*.yaml"))]:
-        params = load_params(path)
-        assert all(getattr(params, name) is not None for name in SECTIONS), path
+    default, configs = repo_root / "params.yaml", repo_root / "configs"
+    for preset in ["params.yaml", *list_presets(configs)]:  # presets: merged onto params.yaml
+        if preset == "params.yaml":
+            params = load_params(default)
+        else:
+            params = preset_params(preset, default, configs)
+        assert all(getattr(params, name) is not None for name in SECTIONS), preset
 
 
 def test_shipped_params_set_every_key_explicitly(shipped: dict) -> None:

@@ -13,6 +13,7 @@ import yaml
 
 from arcflow.config import Params, TrainParams, load_params
 from arcflow.errors import ConfigError
+from arcflow.presets import list_presets, preset_params
 from arcflow.train.distributed import resolve_devices
 from arcflow.train.sampling import StepPlan
 from arcflow.train.schedules import (
@@ -26,10 +27,16 @@ from arcflow.train.schedules import (
 pytestmark = pytest.mark.unit
 
 ROOT = Path(__file__).resolve().parents[2]
-PRESETS = [ROOT / "params.yaml", *sorted((ROOT / "configs").glob("*.yaml"))]
+PARAMS, CONFIGS = ROOT / "params.yaml", ROOT / "configs"
+PRESETS = ["params.yaml", *list_presets(CONFIGS)]  # the default, then each preset merged onto it
 #: Training images of the real datasets the presets align (insightface's releases).
 RELEASE_IMAGES = {"faces_emore": 5_822_653, "faces_webface": 490_623}
-MS1MV2 = ROOT / "configs" / "ms1mv2_r100_arcface.yaml"
+MS1MV2 = "ms1mv2_r100_arcface"
+
+
+def _load(name: str) -> Params:
+    """params.yaml, or a preset merged onto it: what the preset's experiment runs with."""
+    return load_params(PARAMS) if name == "params.yaml" else preset_params(name, PARAMS, CONFIGS)
 
 
 def _training_images(params: Params) -> int:
@@ -57,8 +64,8 @@ def _world_sizes(cfg: TrainParams) -> list[int]:
 
 def _cases() -> list:
     cases = []
-    for path in PRESETS:
-        params = load_params(path)
+    for name in PRESETS:
+        params = _load(name)
         assert params.train is not None
         shipped = params.train
         variants = {shipped.schedule: shipped}
@@ -69,7 +76,7 @@ def _cases() -> list:
                 )
         for kind, cfg in variants.items():
             for world in _world_sizes(cfg):
-                label = f"{path.name}-{kind}{'' if cfg is shipped else '(variant)'}-x{world}"
+                label = f"{name}-{kind}{'' if cfg is shipped else '(variant)'}-x{world}"
                 cases.append(pytest.param(cfg, _training_images(params), world, id=label))
     return cases
 
@@ -126,7 +133,7 @@ def test_ms1mv2_preset_is_the_papers_schedule_on_any_device_count(
 ) -> None:
     """Acceptance: 180,000 iterations of 512 images, lr 0.1 / 10 at exactly 100,000 and
     160,000, whatever the device count; nothing rescales lr."""
-    params = load_params(MS1MV2)
+    params = _load(MS1MV2)
     cfg = params.train
     assert cfg is not None
     assert (cfg.lr, cfg.momentum, cfg.weight_decay) == (0.1, 0.9, 5e-4)

@@ -114,6 +114,37 @@ def test_aligned_face_dataset_applies_the_augmentation(tmp_path: Path) -> None:
         assert torch.equal(tensor, to_tensor(decode_rgb(jpeg)).flip(2))
 
 
+def test_to_tensor_is_torchs_float32_arithmetic_bit_for_bit() -> None:
+    """The numpy normalisation gives exactly the tensors the earlier torch ops gave."""
+    rgb = np.random.default_rng(5).integers(0, 256, (112, 112, 3), dtype=np.uint8)
+    rgb.reshape(-1)[:256] = np.arange(256)  # every value at least once
+    chw = torch.from_numpy(np.ascontiguousarray(rgb.transpose(2, 0, 1)))
+    assert torch.equal(to_tensor(rgb), chw.float().div_(127.5).sub_(1.0))
+
+
+def test_preloaded_items_equal_decoded_ones_with_every_augmentation(tmp_path: Path) -> None:
+    rec_dir, labels, _ = _tiny_dataset(tmp_path)
+    augment = {"hflip": 0.5, "downscale": 0.5, "blur": 0.5, "color": 0.5, "grayscale": 0.5}
+    decoded = AlignedFaceDataset(rec_dir, augment=train_augmentation(**augment))
+    cached = AlignedFaceDataset(rec_dir, augment=train_augmentation(**augment))
+    assert cached.preload(6 * 112 * 112 * 3) and cached.decoded is not None
+    before = cached.decoded.copy()
+    for seed in range(4):  # the same seeded augmentation on the same pixels, twice over
+        for i in range(6):
+            decoded.augment.set_random_seed(seed * 10 + i)
+            cached.augment.set_random_seed(seed * 10 + i)
+            (a, la), (b, lb) = decoded[i], cached[i]
+            assert la == lb == labels[i] and torch.equal(a, b)
+    np.testing.assert_array_equal(cached.decoded, before)  # augmenting never edits the cache
+
+
+def test_preload_respects_its_budget(tmp_path: Path) -> None:
+    rec_dir, _, _ = _tiny_dataset(tmp_path)
+    dataset = AlignedFaceDataset(rec_dir)
+    assert not dataset.preload(6 * 112 * 112 * 3 - 1) and dataset.decoded is None
+    assert not dataset.preload(0) and dataset.decoded is None
+
+
 def test_optional_augmentations_change_the_crop_and_keep_its_shape() -> None:
     rng = np.random.default_rng(0)
     rgb = rng.integers(0, 256, (112, 112, 3), dtype=np.uint8)
