@@ -86,6 +86,7 @@ class TrainParams(Section):
     deterministic: bool = False
     checkpoint_every: Annotated[int, Field(ge=0)] = 0
     val_every: Annotated[int, Field(ge=0)] = 0
+    val_flip: bool = True  # the flip test in the verifications while training (as evaluate)
     extra_losses: list[Literal["intra", "inter", "triplet"]] = Field(default_factory=list)
     triplet_margin: Annotated[float, Field(ge=0.0)] = 0.35
     images_per_identity: Annotated[int, Field(ge=0)] = 0

@@ -34,7 +34,7 @@ from prefect_dask import DaskTaskRunner
 from arcflow.config import load_params
 from arcflow.errors import ArcFlowError, ConfigError, first_line
 from arcflow.failures import one_line_errors
-from flows import dvc
+from flows import dvc_repo
 from flows.workspace import workspace_lock
 
 STAGE = "align"
@@ -53,14 +53,14 @@ def stage_command(repo: Path, stage: str = STAGE, *, force: bool = False) -> str
     from dvc.repo import Repo
 
     if not force:
-        said = dvc.run(["status", "--json", stage], repo).splitlines()  # JSON last
+        said = dvc_repo.run(["status", "--json", stage], repo).splitlines()  # JSON last
         if not json.loads(said[-1] if said else "{}"):
             return None
     try:
-        with Repo(str(repo)) as dvc_repo:
-            (found,) = dvc_repo.stage.collect(str(repo / "dvc.yaml") + f":{stage}")
+        with Repo(str(repo)) as project:
+            (found,) = project.stage.collect(str(repo / "dvc.yaml") + f":{stage}")
     except DvcException as exc:
-        raise dvc.DvcError(f"{repo}: {first_line(exc)}") from exc
+        raise dvc_repo.DvcError(f"{repo}: {first_line(exc)}") from exc
     if not isinstance(found.cmd, str):
         raise ConfigError(f"dvc.yaml: stage {stage}'s cmd must be one command to add --shard to")
     return found.cmd
@@ -137,7 +137,9 @@ def align_cluster(repo: str = ".", shards: int = 2, force: bool = False) -> dict
         if failed:
             first = first_line(failed[0])
             raise AlignPartError(f"{len(failed)} of {shards} align parts failed; {first}")
-        dvc.run(["repro", "--single-item", *(["--force"] if force else []), STAGE], root, log.info)
+        dvc_repo.run(
+            ["repro", "--single-item", *(["--force"] if force else []), STAGE], root, log.info
+        )
     return {"aligned": True, "parts": shards}
 
 

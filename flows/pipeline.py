@@ -23,7 +23,7 @@ from prefect.artifacts import create_markdown_artifact
 
 from arcflow.config import load_params
 from arcflow.failures import one_line_errors
-from flows import dvc
+from flows import dvc_repo
 from flows.workspace import workspace_lock
 
 SUMMARY_KEY = "arcflow-pipeline"
@@ -34,13 +34,13 @@ MODEL_INFO = "models/onnx_model.json"  # the export stage's record of the logged
 def sync(repo: Path, action: str) -> None:
     """``dvc pull`` (missing objects tolerated: a first run has nothing to pull) or ``push``."""
     args = ["pull", "--allow-missing"] if action == "pull" else ["push"]
-    dvc.run(args, repo, get_run_logger().info)
+    dvc_repo.run(args, repo, get_run_logger().info)
 
 
 @task(task_run_name="stage-{stage}")
 def run_stage(repo: Path, stage: str) -> str:
     """One DVC stage; returns "ran" or "skipped" (DVC found it unchanged)."""
-    return "ran" if dvc.reproduce(repo, stage, get_run_logger().info) else "skipped"
+    return "ran" if dvc_repo.reproduce(repo, stage, get_run_logger().info) else "skipped"
 
 
 @task
@@ -103,14 +103,14 @@ def pipeline(repo: str = ".", promote: bool = True, params_file: str = "params.y
         retries=settings.stage_retries, retry_delay_seconds=settings.retry_delay_s
     )
     with workspace_lock(root, settings.workspace_lock_timeout_s):
-        remote = dvc.default_remote(root)
+        remote = dvc_repo.default_remote(root)
         if remote:
             sync(root, "pull")
-        stages = {name: stage_task(root, name) for name in dvc.stage_order(root)}
+        stages = {name: stage_task(root, name) for name in dvc_repo.stage_order(root)}
         if remote:
             sync(root, "push")
         promotion = promote_model(root, params_path) if promote else None
-        shown = dvc.metrics(root)
+        shown = dvc_repo.metrics(root)
     create_markdown_artifact(
         key=SUMMARY_KEY,
         markdown=summary(stages, shown, promotion),

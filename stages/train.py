@@ -57,8 +57,9 @@ def _metric_name(key: str) -> str:
     return key if key.startswith("val.") else f"train.{key}"
 
 
-def verifier(folder: Path, device) -> Callable[[nn.Module], dict[str, float]]:
-    """Accuracy on every .bin pair set of ``folder`` (insightface's 10-fold procedure)."""
+def verifier(folder: Path, device, flip: bool = True) -> Callable[[nn.Module], dict[str, float]]:
+    """Accuracy on every .bin pair set of ``folder`` (insightface's 10-fold procedure), with
+    the flip test unless ``flip`` is False (a cheaper monitor: half the forward passes)."""
     sets = {path.stem: load_bin(path) for path in sorted(folder.glob("*.bin"))}
     if not sets:
         raise DataFormatError(f"{folder}: no .bin pair sets to verify on")
@@ -66,7 +67,9 @@ def verifier(folder: Path, device) -> Callable[[nn.Module], dict[str, float]]:
     def validate(backbone: nn.Module) -> dict[str, float]:
         accuracy = {}
         for name, pairs in sets.items():
-            emb = embed_crops(backbone, pairs.images, batch_size=64, device=device, desc=name)
+            emb = embed_crops(
+                backbone, pairs.images, batch_size=64, flip=flip, device=device, desc=name
+            )
             accuracy[name] = evaluate_pairs(emb, np.asarray(pairs.issame)).accuracy
         return accuracy
 
@@ -143,7 +146,6 @@ def main() -> None:
                 ctx.world_size,
                 ctx.device,
             )
-        resume = (args.checkpoints / "rank000.pt").exists()
         tags = {"arcflow.stage": "train", **git_state().tags(), **dvc_experiment_tags()}
         tracking = (
             start_run(
@@ -153,7 +155,7 @@ def main() -> None:
                 run_name="pipeline",
                 tags=tags,
                 resume_file=args.checkpoints / "mlflow_run.json",
-                resume=resume,
+                resume_key=fingerprint,  # a checkpoint of this very run: its MLflow run too
                 system_metrics=True,
             )
             if ctx.is_main
@@ -173,7 +175,7 @@ def main() -> None:
                 log=lambda step, row: mlflow.log_metrics(
                     {_metric_name(k): v for k, v in row.items() if k != "step"}, step=step
                 ),
-                validate=verifier(args.val, ctx.device) if args.val else None,
+                validate=verifier(args.val, ctx.device, train_cfg.val_flip) if args.val else None,
             )
             if result.resumed_from and ctx.is_main:
                 log.info("train: resumed from the checkpoint of step %d", result.resumed_from)

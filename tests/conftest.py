@@ -17,6 +17,10 @@ from arcflow.config import SynthFaceParams
 from infra.local.stack import Stack, down, load, up
 
 ROOT = Path(__file__).resolve().parents[1]
+# Test processes share the cores (xdist workers, servers, stage subprocesses): OpenMP threads
+# that spin while they wait for a descheduled sibling made a training stage ~4x slower there;
+# passive waiting costs ~7% on an idle machine. Every subprocess inherits it.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 STACK_FOLDER = "stack"  # in the run's temp folder: the services shared by the whole run
 
 
@@ -78,6 +82,20 @@ def local_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     with _exclusive(root.with_suffix(".lock")):
         stack = load(root) or up(root)
     yield stack
+
+
+_FIRST = ("e2e", "integration", "attacks", "unit")  # longest work first
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Run the long modules first (the e2e pipeline, then the integration tests with servers):
+    with xdist the short ones then fill in around them instead of waiting at the end."""
+
+    def rank(item: pytest.Item) -> int:
+        folder = item.path.parent.name
+        return _FIRST.index(folder) if folder in _FIRST else len(_FIRST)
+
+    items.sort(key=rank)  # stable: each module's tests keep their order
 
 
 def pytest_sessionfinish(session: pytest.Session) -> None:

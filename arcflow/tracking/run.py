@@ -110,20 +110,21 @@ def start_run(
     run_name: str,
     tags: dict[str, str],
     resume_file: Path | None = None,
-    resume: bool = False,
+    resume_key: str | None = None,
     system_metrics: bool = False,
 ) -> Iterator[Any]:
     """Open a run and record its id in ``run_file`` (written only if the block succeeds).
 
-    With ``resume_file`` the id is also written there at once, and ``resume=True`` reopens the
-    run it names: training killed and resumed goes on logging into the same run.
+    With ``resume_file`` the id is also written there at once, with ``resume_key`` (the
+    training run's fingerprint); a later call with the same key reopens that run: training
+    killed and resumed goes on logging into the same run, while another run's leftovers
+    (other params, other data) start a new one.
     ``system_metrics`` samples CPU, memory, disk, network (and GPU) use into the run.
     """
     import mlflow
 
     configure(params, root)
-    resumed = resume and resume_file is not None and resume_file.exists()
-    run_id = read_run_id(resume_file) if resumed else None  # type: ignore[arg-type]
+    run_id = _resumable_run(resume_file, resume_key)
     with mlflow.start_run(
         run_id=run_id,
         run_name=None if run_id else run_name,
@@ -132,9 +133,20 @@ def start_run(
     ) as run:
         record = {"run_id": run.info.run_id, "experiment": params.experiment}
         if resume_file is not None:
-            write_json(resume_file, record)
+            write_json(resume_file, {**record, "resume_key": resume_key})
         yield run
         write_json(run_file, record)
+
+
+def _resumable_run(resume_file: Path | None, key: str | None) -> str | None:
+    """The run id ``resume_file`` records for ``key``, else None (nothing to resume)."""
+    if resume_file is None or key is None or not resume_file.exists():
+        return None
+    with contextlib.suppress(ValueError, TypeError, AttributeError, KeyError):
+        record = json.loads(resume_file.read_text())
+        if record.get("resume_key") == key:
+            return str(record["run_id"])
+    return None
 
 
 def read_run_id(run_file: Path) -> str:

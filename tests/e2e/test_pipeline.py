@@ -25,7 +25,8 @@ from tests.external_models import (
 from tests.photos import insightface_photos
 from tests.serving import images_body, post, scoring_server
 
-pytestmark = [pytest.mark.e2e, pytest.mark.slow]
+# the first test's time includes the module's `dvc repro` of the whole pipeline
+pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.timeout(2400)]
 
 IMPORTS = ("ext_r18", "ext_mbf")  # models "trained elsewhere", scored beside the pipeline's
 STAGES = [

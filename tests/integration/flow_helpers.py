@@ -20,7 +20,9 @@ def flow_env(stack_env: dict[str, str] | None, **extra: str) -> dict[str, str]:
         k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "MLFLOW_", "PREFECT_"))
     }
     env = {**clean, "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}", "PYTHONPATH": str(ROOT)}
-    return {**env, **(stack_env or {}), "CI": "true", **extra}
+    # a loaded test machine can take longer than the default 20 s to start the ephemeral API
+    slow_start = {"PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "180"}
+    return {**env, **slow_start, **(stack_env or {}), "CI": "true", **extra}
 
 
 def run_python(code: str, cwd: Path, env: dict[str, str], timeout: float = 900) -> dict[str, Any]:

@@ -111,7 +111,9 @@ def test_features_bn_weight_is_frozen_at_one() -> None:
 
 
 def test_fp16_forward_on_cpu_returns_float32() -> None:
-    model = get_backbone("iresnet18", width=0.25, fp16=True, input_size=64)  # fp16 convolutions are slow on a CPU
+    model = get_backbone(
+        "iresnet18", width=0.25, fp16=True, input_size=64
+    )  # fp16 convolutions are slow on a CPU
     out = model(torch.randn(2, 3, 64, 64))
     assert out.dtype == torch.float32
     out.sum().backward()

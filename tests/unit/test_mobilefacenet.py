@@ -178,7 +178,9 @@ def test_width_and_input_size_keep_the_enumerated_layout() -> None:
 
 
 def test_fp16_forward_on_cpu_returns_float32() -> None:
-    model = get_backbone("mbf", width=0.25, fp16=True, input_size=64)  # fp16 convolutions are slow on a CPU
+    model = get_backbone(
+        "mbf", width=0.25, fp16=True, input_size=64
+    )  # fp16 convolutions are slow on a CPU
     out = model(torch.randn(2, 3, 64, 64))
     assert out.dtype == torch.float32
     out.sum().backward()

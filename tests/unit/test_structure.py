@@ -44,3 +44,20 @@ def test_no_module_is_over_600_lines() -> None:
         if (n := len(path.read_text(encoding="utf-8").splitlines())) > MAX_LINES
     }
     assert long == {}
+
+
+def test_no_flow_module_shadows_an_installed_package() -> None:
+    """A deployment loads ``flows/<name>.py`` by path, which puts flows/ first on sys.path:
+    a module named like a package (flows/dvc.py) would then be imported in its place."""
+    import importlib.util
+    import sys
+
+    installed = [p for p in sys.path if p and Path(p).resolve() != ROOT]
+    clashes = []
+    for path in (ROOT / "flows").glob("*.py"):
+        for entry in installed:
+            base = Path(entry) / path.stem
+            if base.with_suffix(".py").exists() or (base / "__init__.py").exists():
+                clashes.append(f"flows/{path.name} shadows {base}")
+    assert importlib.util.find_spec("dvc") is not None  # the check can see the venv
+    assert clashes == []

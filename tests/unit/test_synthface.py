@@ -211,3 +211,31 @@ def test_contact_sheet_tiles() -> None:
     sheet = contact_sheet(imgs, [i[3] for i in items], cols=4)
     assert sheet.shape == (2 * 144, 4 * 144, 3) and sheet.dtype == np.uint8
     assert np.array_equal(contact_sheet(imgs, None, cols=4)[:144, 144:288], imgs[1])
+
+
+def test_a_release_made_in_two_processes_equals_one_made_in_order(tiny_synthface, tmp_path) -> None:
+    """write_release makes the training split in a second process: every file is the same as
+    when the split and then the evaluation sets are written one after the other."""
+    import filecmp
+
+    from arcflow.data.synthface_release import write_release, write_train_split
+    from arcflow.data.synthface_sets import identity_blocks, write_eval_sets
+
+    params = tiny_synthface
+    ordered, parallel = tmp_path / "ordered", tmp_path / "parallel"
+    spec = SynthFaceSpec(
+        num_identities=params.train_identities,
+        images_per_identity=params.train_images_per_identity,
+        frame_size=params.frame_size,
+        seed=params.seed,
+        difficulty=params.difficulty,
+    )
+    ordered.mkdir()
+    split = identity_blocks(params)["train"]
+    write_train_split(ordered / "train", spec, split, params.jpeg_quality, "train")
+    assert len(dict(write_eval_sets(params, ordered))) == len(params.eval_sets)
+    write_release(params, parallel)
+    files = sorted(p.relative_to(ordered) for p in ordered.rglob("*") if p.is_file())
+    made = sorted(p.relative_to(parallel) for p in parallel.rglob("*") if p.is_file())
+    assert made == sorted([*files, type(files[0])("meta.json")])
+    assert [f for f in files if not filecmp.cmp(ordered / f, parallel / f, shallow=False)] == []

@@ -25,7 +25,7 @@ if TYPE_CHECKING:
 PROJECT_FILE = "dvc.yaml"
 # the child that reproduces a stage imports this very module (not the repository's copy of it)
 CHILD = (
-    "import sys; sys.path.insert(0, sys.argv[1]); from flows.dvc import _reproduce_here; "
+    "import sys; sys.path.insert(0, sys.argv[1]); from flows.dvc_repo import _reproduce_here; "
     "from pathlib import Path; sys.exit(_reproduce_here(sys.argv[2], Path(sys.argv[3])))"
 )
 
