@@ -54,16 +54,21 @@ def write_train_split(
     return count
 
 
-def write_release(params: SynthFaceParams, out: Path) -> dict[str, object]:
-    """Generate the training split and every evaluation set into ``out``."""
-    out.mkdir(parents=True, exist_ok=True)
-    spec = SynthFaceSpec(
+def train_spec(params: SynthFaceParams) -> SynthFaceSpec:
+    """What the training split is drawn from."""
+    return SynthFaceSpec(
         num_identities=params.train_identities,
         images_per_identity=params.train_images_per_identity,
         frame_size=params.frame_size,
         seed=params.seed,
         difficulty=params.difficulty,
     )
+
+
+def write_release(params: SynthFaceParams, out: Path) -> dict[str, object]:
+    """Generate the training split and every evaluation set into ``out``."""
+    out.mkdir(parents=True, exist_ok=True)
+    spec = train_spec(params)
     train = identity_blocks(params)["train"]
     # Every image is drawn from its own seed, so the two halves can be made at once: the
     # training split in a second process while this one writes the evaluation sets.

@@ -119,6 +119,9 @@ def pipeline(
     params["tracking"]["experiment"] = f"e2e-{uuid.uuid4().hex[:8]}"
     params["registry"]["model_name"] = f"arcface-e2e-{uuid.uuid4().hex[:8]}"
     params["imports"] = _external_models(tmp_path_factory.mktemp("external"), local_stack)
+    # half the default's training run: this module tests the pipeline end to end (and must fit
+    # the suite's time); what the full default learns is measured by bench/pipeline_walltime.sh
+    params["train"]["epochs"] = 2
     (work / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     SERVICES.update(local_stack.env())
     _run(["git", "init", "-q"], work)

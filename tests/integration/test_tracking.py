@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import subprocess
 from pathlib import Path
 
 import mlflow
@@ -24,6 +23,7 @@ from arcflow.tracking.run import (
     tracking_uri,
 )
 from arcflow.tracking.stage_params import current_params, log_stage_params
+from tests.git_repo import git
 
 pytestmark = pytest.mark.integration
 
@@ -220,25 +220,16 @@ def test_dvc_outputs_become_dataset_inputs_carrying_their_md5(
     assert source["uri"].startswith(str(tmp_path.resolve()))
 
 
-def _git(repo: Path, *args: str) -> None:
-    subprocess.run(
-        ["git", "-c", "user.name=t", "-c", "user.email=t@t", *args],
-        cwd=repo,
-        check=True,
-        capture_output=True,
-    )
-
-
 def test_a_dirty_tree_is_marked_but_not_what_the_pipeline_writes(tmp_path: Path) -> None:
     assert git_state(tmp_path) == GitState("unknown", None)
     assert git_state(tmp_path).tags()["git.dirty"] == "unknown"
-    _git(tmp_path, "init", "-q")
+    git(tmp_path, "init", "-q")
     (tmp_path / "metrics").mkdir()
     for name in ("params.yaml", "dvc.lock", "metrics/eval.json", "a.py", "b.py"):
         (tmp_path / name).write_text("0\n")
     (tmp_path / "dvc.lock").write_text("stages:\n  evaluate:\n    outs:\n    - path: metrics\n")
-    _git(tmp_path, "add", "-A")
-    _git(tmp_path, "commit", "-qm", "x")
+    git(tmp_path, "add", "-A")
+    git(tmp_path, "commit", "-qm", "x")
     commit = git_state(tmp_path).commit
     (tmp_path / "metrics" / "eval.json").write_text("1\n")  # stages write these
     (tmp_path / "dvc.lock").write_text("stages:\n  evaluate:\n    outs:\n    - path: metrics\n#\n")
@@ -247,7 +238,7 @@ def test_a_dirty_tree_is_marked_but_not_what_the_pipeline_writes(tmp_path: Path)
     assert clean == GitState(commit, False)
     assert clean.tags() == {"arcflow.git_sha": commit, "git.dirty": "false"}
     (tmp_path / "params.yaml").write_text("1\n")
-    _git(tmp_path, "mv", "a.py", "c.py")
+    git(tmp_path, "mv", "a.py", "c.py")
     (tmp_path / "b.py").unlink()
     dirty = git_state(tmp_path)
     assert dirty == GitState(commit, True, ("b.py", "c.py", "params.yaml"))

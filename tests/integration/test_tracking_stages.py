@@ -5,7 +5,6 @@ the git state, dirty tree included."""
 from __future__ import annotations
 
 import json
-import subprocess
 from pathlib import Path
 
 import mlflow
@@ -15,6 +14,7 @@ from mlflow import MlflowClient
 
 from arcflow.tracking.stage_params import current_params
 from tests.conftest import ROOT, run_stage
+from tests.git_repo import git
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -30,15 +30,6 @@ TINY = {
     "val_every": 0,
     "checkpoint_every": 0,
 }
-
-
-def _git(repo: Path, *args: str) -> None:
-    subprocess.run(
-        ["git", "-c", "user.name=t", "-c", "user.email=t@t", *args],
-        cwd=repo,
-        check=True,
-        capture_output=True,
-    )
 
 
 def _write_params(work: Path, params: dict) -> None:
@@ -68,9 +59,9 @@ def work(tmp_path: Path, tiny_aligned: Path, monkeypatch: pytest.MonkeyPatch) ->
     aligned.mkdir(parents=True)
     (aligned / "train").symlink_to(tiny_aligned, target_is_directory=True)
     (aligned / "eval").symlink_to(tiny_aligned.parent / "eval", target_is_directory=True)
-    _git(tmp_path, "init", "-q")
-    _git(tmp_path, "add", "-A")
-    _git(tmp_path, "commit", "-qm", "pipeline")
+    git(tmp_path, "init", "-q")
+    git(tmp_path, "add", "-A")
+    git(tmp_path, "commit", "-qm", "pipeline")
     return tmp_path
 
 

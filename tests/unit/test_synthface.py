@@ -218,21 +218,14 @@ def test_a_release_made_in_two_processes_equals_one_made_in_order(tiny_synthface
     when the split and then the evaluation sets are written one after the other."""
     import filecmp
 
-    from arcflow.data.synthface_release import write_release, write_train_split
+    from arcflow.data.synthface_release import train_spec, write_release, write_train_split
     from arcflow.data.synthface_sets import identity_blocks, write_eval_sets
 
     params = tiny_synthface
     ordered, parallel = tmp_path / "ordered", tmp_path / "parallel"
-    spec = SynthFaceSpec(
-        num_identities=params.train_identities,
-        images_per_identity=params.train_images_per_identity,
-        frame_size=params.frame_size,
-        seed=params.seed,
-        difficulty=params.difficulty,
-    )
     ordered.mkdir()
     split = identity_blocks(params)["train"]
-    write_train_split(ordered / "train", spec, split, params.jpeg_quality, "train")
+    write_train_split(ordered / "train", train_spec(params), split, params.jpeg_quality, "train")
     assert len(dict(write_eval_sets(params, ordered))) == len(params.eval_sets)
     write_release(params, parallel)
     files = sorted(p.relative_to(ordered) for p in ordered.rglob("*") if p.is_file())
