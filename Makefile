@@ -13,10 +13,9 @@ run: setup  ## download -> align -> train -> evaluate -> export, then summarize 
 	arcflow summary
 
 # pytest-xdist: one process per core; a test module stays on one process (its module-scoped
-# fixtures, e.g. the e2e pipeline run, are built once) and the service stack is shared. Modules
-# go out in collection order (tests/conftest.py puts the long e2e ones first), not by size.
+# fixtures, e.g. the e2e pipeline run, are built once) and the service stack is shared.
 TEST_WORKERS ?= auto
-PYTEST := python -m pytest -n $(TEST_WORKERS) --dist loadscope --no-loadscope-reorder
+PYTEST := python -m pytest -n $(TEST_WORKERS) --dist loadscope
 
 test: setup  ## the whole test suite (unit, integration with real servers, e2e dvc repro)
 	$(PYTEST)
