@@ -88,8 +88,9 @@ _FIRST = ("e2e", "integration", "attacks", "unit")  # longest work first
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Run the long modules first (the e2e pipeline, then the integration tests with servers):
-    with xdist the short ones then fill in around them instead of waiting at the end."""
+    """The long modules first (the e2e pipeline, then the integration tests with servers), so a
+    failing pipeline shows early. Under xdist, ``--dist loadscope`` then sends modules out by
+    size; this order breaks its ties."""
 
     def rank(item: pytest.Item) -> int:
         folder = item.path.parent.name
