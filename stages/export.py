@@ -149,7 +149,7 @@ def export_fp16(model, out: Path, cfg, metadata: dict, real: np.ndarray | None) 
             min_cosine=cfg.fp16_min_cosine,
             real=real,
         )
-        speed = measure_speed(model, tmp, runs=cfg.latency_runs, batch=cfg.throughput_batch)
+        speed = measure_onnx_speed(tmp, runs=cfg.latency_runs, batch=cfg.throughput_batch)
     kept = ("min_cosine", "max_abs_diff", "onnx_latency_ms_median", "onnx_latency_ms_p90")
     report = {f"fp16_{k}": v for k, v in {**parity, **speed}.items() if k in kept}
     report[f"fp16_onnx_images_per_s_b{cfg.throughput_batch}"] = speed[

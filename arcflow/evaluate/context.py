@@ -19,7 +19,13 @@ from arcflow.data.binpairs import PairSet, load_bin
 from arcflow.data.imageset import ImageSet
 from arcflow.errors import DataFormatError
 from arcflow.evaluate.cache import FeatureCache
-from arcflow.evaluate.embed import Encoder, Features, embed_images, file_digest
+from arcflow.evaluate.embed import (
+    Encoder,
+    Features,
+    distinct_images,
+    embed_images,
+    file_digest,
+)
 from arcflow.evaluate.sharded import embed_sharded
 from arcflow.train.distributed import DistContext
 
@@ -43,13 +49,15 @@ class EvalContext:
         return self.root.joinpath("protocols", name, *parts)
 
     def pair_set(self, name: str) -> tuple[PairSet, Features]:
-        """The pair set ``<name>.bin`` and the features of its 2N images."""
+        """The pair set ``<name>.bin`` and the features of its 2N images (each distinct
+        image embedded once)."""
         path = self.root / f"{name}.bin"
         pairs = load_bin(path)
+        distinct, rows = distinct_images(pairs.images)
         features = self._features(
-            path, lambda a, b: pairs.images[a:b], len(pairs.images), name, [path]
+            path, lambda a, b: distinct[a:b], len(distinct), name, [path], variant="distinct"
         )
-        return pairs, features
+        return pairs, features.take(rows)
 
     def image_set(self, name: str) -> tuple[list[str], Features]:
         """The names and features of the aligned image set ``sets/<name>``."""
@@ -65,8 +73,10 @@ class EvalContext:
             )
             return list(images.names), features
 
-    def _features(self, where: Path, read, count: int, desc: str, files: list[Path]) -> Features:
-        data_key = "-".join(file_digest(f)[:16] for f in files)
+    def _features(
+        self, where: Path, read, count: int, desc: str, files: list[Path], variant: str = ""
+    ) -> Features:
+        data_key = "-".join([file_digest(f)[:16] for f in files] + ([variant] if variant else []))
         key = (self.encoder.key, data_key, self.flip)
         if self.dist.distributed and not self._cached_everywhere(key):
             features = embed_sharded(

@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+import arcflow.evaluate.embed as embed_module
 from arcflow.data.binpairs import save_bin
 from arcflow.data.imageset import write_image_set
 from arcflow.data.transforms import encode_jpeg
@@ -107,6 +108,40 @@ def test_context_reads_pair_and_image_sets_and_caches(tmp_path: Path) -> None:
     calls = encoder.calls
     ctx.pair_set("lfw")
     assert (ctx.cached, encoder.calls) == (6, calls)  # re-scoring does not re-embed
+
+
+class CountingEncoder(ColumnEncoder):
+    """ColumnEncoder that also counts the images it embedded."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.images = 0
+
+    def __call__(self, batch: np.ndarray) -> np.ndarray:
+        self.images += len(batch)
+        return super().__call__(batch)
+
+
+def test_a_pair_set_embeds_each_distinct_image_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An image in several pairs (as in LFW's .bin) is embedded once; every slot gets its
+    features, equal to embedding every slot."""
+    a, b, c = _crop(0, 255), _crop(255, 0), _crop(40, 200)
+    slots = [a, b, a, c, b, c, a, a]
+    save_bin(tmp_path / "lfw.bin", slots, [False, False, False, True])
+    encoder = CountingEncoder()
+    pairs, features = EvalContext(tmp_path, encoder, batch_size=2).pair_set("lfw")
+    assert len(pairs) == 4 and encoder.images == 3 * 2  # 3 distinct images, flip test
+    every_slot = embed_images(ColumnEncoder(), lambda i, j: slots[i:j], len(slots), batch_size=2)
+    np.testing.assert_array_equal(features.plain, every_slot.plain)
+    np.testing.assert_array_equal(features.flipped, every_slot.flipped)
+    # the training-time verification's path (embed_crops) does the same
+    counting = CountingEncoder()
+    monkeypatch.setattr(embed_module, "TorchEncoder", lambda model, device: counting)
+    direct = embed_module.embed_crops(None, slots, batch_size=2)  # type: ignore[arg-type]
+    assert counting.images == 3 * 2
+    np.testing.assert_array_equal(direct, every_slot.combined())
 
 
 def test_rows_of_names_the_missing_image() -> None:
