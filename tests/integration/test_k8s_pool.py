@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -28,15 +29,22 @@ pytestmark = pytest.mark.integration
 
 
 def send(stack: Stack, method: str, path: str, body: dict[str, Any] | None = None) -> None:
-    """PATCH or DELETE ``<prefect_url>/api/<path>``."""
+    """PATCH or DELETE ``<prefect_url>/api/<path>``; a 503 (the server's SQLite busy under
+    the suite's load) is retried, as Prefect's own client does."""
     request = urllib.request.Request(
         f"{stack.prefect_url}/api/{path}",
         data=None if body is None else json.dumps(body).encode(),
         headers={"Content-Type": "application/json"},
         method=method,
     )
-    with urllib.request.urlopen(request, timeout=30):
-        pass
+    for attempt in range(6):
+        try:
+            with urllib.request.urlopen(request, timeout=30):
+                return
+        except urllib.error.HTTPError as exc:
+            if exc.code != 503 or attempt == 5:
+                raise
+            time.sleep(0.5 * 2**attempt)
 
 
 @pytest.fixture
