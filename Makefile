@@ -13,9 +13,10 @@ run: setup  ## download -> align -> train -> evaluate -> export, then summarize 
 	arcflow summary
 
 # pytest-xdist: one process per core; a test module stays on one process (its module-scoped
-# fixtures, e.g. the e2e pipeline run, are built once) and the service stack is shared.
+# fixtures, e.g. the e2e pipeline run, are built once) and the service stack is shared. Modules
+# go out longest first, in the order tests/conftest.py gives them (tests/module_seconds.json).
 TEST_WORKERS ?= auto
-PYTEST := python -m pytest -n $(TEST_WORKERS) --dist loadscope
+PYTEST := python -m pytest -n $(TEST_WORKERS) --dist loadscope --no-loadscope-reorder
 
 test: setup  ## the whole test suite (unit, integration with real servers, e2e dvc repro)
 	$(PYTEST)

@@ -84,19 +84,21 @@ def local_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     yield stack
 
 
-_FIRST = ("e2e", "integration", "attacks", "unit")  # longest work first
-
-
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """The long modules first (the e2e pipeline, then the integration tests with servers), so a
-    failing pipeline shows early. Under xdist, ``--dist loadscope`` then sends modules out by
-    size; this order breaks its ties."""
+    """The longest modules first, by the recorded run in ``tests/module_seconds.json`` (a
+    module not in it: a second per test). ``make test`` keeps this order
+    (``--no-loadscope-reorder``), so xdist hands out the longest modules first and a long one
+    never starts last, alone on one core."""
+    from collections import Counter
 
-    def rank(item: pytest.Item) -> int:
-        folder = item.path.parent.name
-        return _FIRST.index(folder) if folder in _FIRST else len(_FIRST)
+    from tests.module_seconds import UNKNOWN_PER_TEST_S, load_record, module_of
 
-    items.sort(key=rank)  # stable: each module's tests keep their order
+    record = load_record()
+    modules = [module_of(item.nodeid) for item in items]
+    sizes = Counter(modules)
+    cost = {m: record.get(m, UNKNOWN_PER_TEST_S * n) for m, n in sizes.items()}
+    order = {id(item): -cost[m] for item, m in zip(items, modules, strict=True)}
+    items.sort(key=lambda item: order[id(item)])  # stable: a module's tests keep their order
 
 
 def pytest_sessionfinish(session: pytest.Session) -> None:

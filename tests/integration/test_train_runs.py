@@ -25,7 +25,7 @@ TINY = {
     "embedding_size": 32,
     "head": "arcface",
     "s": 16.0,
-    "epochs": 30,
+    "epochs": 12,
     "batch_size": 4,
     "lr": 0.02,
     "warmup_epochs": 1.0,
@@ -89,7 +89,7 @@ def test_sigkill_then_resume_ends_with_the_same_weights(
     repo_root: Path, tiny_aligned: Path, tmp_path: Path, uninterrupted
 ) -> None:
     _params(repo_root, tmp_path)
-    _kill_after_checkpoint(tmp_path, tiny_aligned, 40)  # of 180 steps
+    _kill_after_checkpoint(tmp_path, tiny_aligned, 20)  # of 72 steps
     second = run_stage("train", *_train_args(tiny_aligned), cwd=tmp_path)
     assert second.returncode == 0, second.stderr
     assert "resumed from the checkpoint of step" in second.stderr
