@@ -38,9 +38,9 @@ def load_record() -> dict[str, float]:
     """The committed record (empty if absent or unreadable: the order falls back to sizes)."""
     try:
         record = json.loads(RECORD.read_text())
-    except (OSError, ValueError):
+        return {str(k): float(v) for k, v in record.items()}
+    except (OSError, ValueError, TypeError, AttributeError):  # unreadable, not JSON, not numbers
         return {}
-    return {str(k): float(v) for k, v in record.items()} if isinstance(record, dict) else {}
 
 
 def main(argv: list[str]) -> int:

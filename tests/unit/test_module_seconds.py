@@ -36,3 +36,15 @@ def test_node_ids_and_classnames_name_the_same_module() -> None:
 def test_the_committed_record_puts_the_e2e_pipeline_first() -> None:
     record = load_record()
     assert max(record, key=record.__getitem__) == "tests/e2e/test_pipeline.py"
+
+
+@pytest.mark.parametrize("text", ["not json", "[1, 2]", '{"tests/x.py": "soon"}'])
+def test_an_unreadable_record_falls_back_to_module_sizes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, text: str
+) -> None:
+    import tests.module_seconds as module_seconds
+
+    record = tmp_path / "module_seconds.json"
+    record.write_text(text)
+    monkeypatch.setattr(module_seconds, "RECORD", record)
+    assert module_seconds.load_record() == {}
