@@ -21,6 +21,9 @@ ROOT = Path(__file__).resolve().parents[1]
 # that spin while they wait for a descheduled sibling made a training stage ~4x slower there;
 # passive waiting costs ~7% on an idle machine. Every subprocess inherits it.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+# DVC would start an analytics daemon (a Python process) after each command and API call:
+# ~50 of them per run (0.5 s of CPU each); a test run has nothing to report.
+os.environ.setdefault("DVC_NO_ANALYTICS", "1")
 STACK_FOLDER = "stack"  # in the run's temp folder: the services shared by the whole run
 
 

@@ -38,6 +38,9 @@ CREDENTIALS = {
     "AWS_SECRET_ACCESS_KEY": "arcflow-local-secret",
     "AWS_DEFAULT_REGION": "us-east-1",
 }
+# MLflow 3 starts job-runner processes (huey consumers) for GenAI scorers, which ArcFlow never
+# submits: seven processes importing MLflow (~3 s of CPU each) at every server start.
+MLFLOW_NO_JOBS = {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
 
 
 @dataclass
@@ -133,7 +136,7 @@ def up(root: Path = DEFAULT_DIR, *, timeout: float = 180.0) -> Stack:
                 "--backend-store-uri", f"sqlite:///{root / 'mlflow.db'}",
                 "--artifacts-destination", f"s3://{stack.buckets['mlflow']}/",
             ],
-            {**CREDENTIALS, "MLFLOW_S3_ENDPOINT_URL": stack.s3_url},
+            {**CREDENTIALS, "MLFLOW_S3_ENDPOINT_URL": stack.s3_url, **MLFLOW_NO_JOBS},
         ),
         "prefect": (
             [

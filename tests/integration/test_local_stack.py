@@ -86,6 +86,13 @@ def test_a_flow_run_is_visible_in_the_prefect_server(local_stack: Stack) -> None
     assert [run["state_type"] for run in runs] == ["COMPLETED"]
 
 
+def _descendant_commands(pid: int) -> list[str]:
+    """The command lines of every process below ``pid`` (MLflow's job runners would be here)."""
+    import psutil
+
+    return [" ".join(child.cmdline()) for child in psutil.Process(pid).children(recursive=True)]
+
+
 def _listening_addresses(port: int) -> set[str]:
     """The local addresses of the sockets listening on ``port`` (from /proc/net/tcp, tcp6)."""
     import ipaddress
@@ -119,6 +126,8 @@ def test_up_status_down_start_and_stop_every_process(tmp_path: Path) -> None:
         for key in ("s3_url", "mlflow_url", "prefect_url"):  # reachable from this host only
             assert _listening_addresses(int(record[key].rsplit(":", 1)[1])) == {"127.0.0.1"}
         assert "export MLFLOW_TRACKING_URI=" in (tmp_path / "stack.env").read_text()
+        assert _descendant_commands(record["pids"]["mlflow"])  # its uvicorn worker
+        assert not [c for c in _descendant_commands(record["pids"]["mlflow"]) if "huey" in c]
         assert stack("status").returncode == 0
         again = stack("up")  # already up: reused, nothing new started
         assert again.returncode == 0

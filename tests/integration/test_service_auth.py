@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from infra.local.processes import free_port, running_server
+from infra.local.stack import MLFLOW_NO_JOBS
 from tests.conftest import ROOT
 
 pytestmark = [pytest.mark.attack, pytest.mark.integration, pytest.mark.slow]
@@ -46,6 +47,7 @@ def test_mlflow_with_the_compose_auth_settings_refuses_strangers(tmp_path: Path)
         "MLFLOW_AUTH_ADMIN_USERNAME": "admin",
         "MLFLOW_AUTH_ADMIN_PASSWORD": "a-long-test-password",
         "MLFLOW_FLASK_SERVER_SECRET_KEY": "a-test-csrf-key",
+        **MLFLOW_NO_JOBS,  # as compose
     }
     cmd = [str(BIN / "mlflow"), "server", "--app-name=basic-auth", "--host", "127.0.0.1",
            "--port", str(port), "--workers", "1",

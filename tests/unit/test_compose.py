@@ -302,6 +302,7 @@ def test_mlflow_server_uses_postgres_proxied_s3_artifacts_and_allowed_hosts() ->
     assert "*" not in hosts
     assert "${MLFLOW_PUBLIC_HOST:-localhost}" in command_text("mlflow")
     assert environment("mlflow")["MLFLOW_S3_ENDPOINT_URL"] == "http://objectstore:8333"
+    assert environment("mlflow")["MLFLOW_SERVER_ENABLE_JOB_EXECUTION"] == "false"  # no runners
     build = services()["mlflow"]["build"]
     assert (INFRA / build["context"] / build["dockerfile"]).is_file()
 
