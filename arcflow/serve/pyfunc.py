@@ -15,6 +15,7 @@ import math
 import os
 import shutil
 import tempfile
+import zipfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -27,6 +28,7 @@ from arcflow.serve.inputs import path_root
 from arcflow.serve.pipeline import FacePipeline, load_bundle
 
 BUNDLE_ARTIFACT = "bundle"
+CODE_ARTIFACT = "code"  # the same name in model_code.py (which cannot import this module)
 PRECISION_ENV = "ARCFLOW_FACE_PRECISION"
 TASKS = ("faces", "verify")
 #: What the served environment needs (the detector's own needs are added per bundle).
@@ -149,12 +151,19 @@ def signature(bundle: Bundle) -> Any:
 
 
 @contextmanager
-def _code_copy() -> Iterator[Path]:
-    """The ``arcflow`` package without caches, for the model's ``code_paths``."""
+def _code_zip() -> Iterator[Path]:
+    """The ``arcflow`` package's modules in one zip (the ``code`` artifact), byte-identical for
+    identical sources: fixed timestamps, sorted names."""
     package = Path(__file__).resolve().parents[1]
     with tempfile.TemporaryDirectory(prefix="arcflow-code-") as tmp:
-        target = Path(tmp) / "arcflow"
-        shutil.copytree(package, target, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+        target = Path(tmp) / "arcflow.zip"
+        with zipfile.ZipFile(target, "w", zipfile.ZIP_DEFLATED) as archive:
+            for source in sorted(package.rglob("*.py")):
+                name = source.relative_to(package.parent).as_posix()
+                if "__pycache__" not in name:
+                    info = zipfile.ZipInfo(name, date_time=(1980, 1, 1, 0, 0, 0))
+                    info.compress_type = zipfile.ZIP_DEFLATED
+                    archive.writestr(info, source.read_bytes())
         yield target
 
 
@@ -180,17 +189,18 @@ def _named_bundle(bundle_dir: Path) -> Iterator[Path]:
 
 
 def log_face_model(bundle_dir: Path, bundle: Bundle, *, name: str, **kwargs: Any) -> Any:
-    """``mlflow.pyfunc.log_model`` of the face pipeline in ``bundle_dir`` (active run).
+    """``mlflow.pyfunc.log_model`` of the face pipeline in ``bundle_dir`` (active run): a model
+    from code (:mod:`arcflow.serve.model_code`, no pickle) with two artifacts, the bundle and
+    the ``arcflow`` package as one zip.
 
     ``kwargs`` go to ``log_model`` (params, tags, metadata, registered_model_name…).
     """
     requirements = [*REQUIREMENTS, *DETECTOR_REQUIREMENTS[bundle.detector], _mlflow_pin()]
-    with _code_copy() as code, _named_bundle(Path(bundle_dir)) as staged:
+    with _code_zip() as code, _named_bundle(Path(bundle_dir)) as staged:
         return mlflow.pyfunc.log_model(
             name=name,
-            python_model=FaceModel(),
-            artifacts={BUNDLE_ARTIFACT: str(staged)},
-            code_paths=[str(code)],
+            python_model=str(Path(__file__).with_name("model_code.py")),
+            artifacts={BUNDLE_ARTIFACT: str(staged), CODE_ARTIFACT: str(code)},
             signature=signature(bundle),
             pip_requirements=requirements,
             **kwargs,

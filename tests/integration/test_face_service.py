@@ -310,6 +310,52 @@ def test_rest_serves_the_photos_like_the_in_process_pyfunc(server, logged: str, 
     assert decision["far_calibrated"] == 1e-3 and decision["far_measured"] <= 1e-3
 
 
+# A process in which the installed (editable) arcflow cannot be imported.
+WITHOUT_ARCFLOW = """\
+import json, sys
+sys.meta_path = [f for f in sys.meta_path if "editable" not in repr(f).lower()]
+sys.path = [p for p in sys.path if p not in ("", sys.argv[3])]
+try:
+    import arcflow
+    raise SystemExit(f"arcflow is still importable from {arcflow.__file__}")
+except ModuleNotFoundError:
+    pass
+import mlflow.pyfunc, pandas as pd
+model = mlflow.pyfunc.load_model(sys.argv[1])
+rows = model.predict(pd.DataFrame({"image": [open(sys.argv[2], "rb").read()]}))
+import arcflow
+embedding = [float(v) for v in rows["embedding"][0]]
+print(json.dumps({"arcflow": arcflow.__file__, "embedding": embedding}))
+"""
+
+
+def test_the_logged_model_carries_its_own_code(logged: str, photos, tmp_path: Path) -> None:
+    """A model from code (nothing pickled) whose ``arcflow`` is its own ``code`` artifact, one
+    zip: it loads and embeds where the installed ``arcflow`` is hidden, as the in-process one."""
+    import mlflow.artifacts
+    import mlflow.pyfunc
+    import pandas as pd
+    import yaml
+
+    local = Path(mlflow.artifacts.download_artifacts(artifact_uri=logged, dst_path=str(tmp_path)))
+    flavor = yaml.safe_load((local / "MLmodel").read_text())["flavors"]["python_function"]
+    assert flavor["model_code_path"].endswith("model_code.py") and "python_model" not in flavor
+    assert sorted(p.name for p in (local / "artifacts").iterdir()) == ["arcflow.zip", "bundle"]
+    portrait = photos["Tom_Hanks_54745.png"]
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    ran = subprocess.run(
+        [sys.executable, "-c", WITHOUT_ARCFLOW, str(local), str(portrait), str(ROOT)],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert ran.returncode == 0, ran.stderr[-3000:]
+    result = json.loads(ran.stdout.strip().splitlines()[-1])
+    assert result["arcflow"].startswith(str(local / "artifacts" / "arcflow.zip"))
+    expected = mlflow.pyfunc.load_model(logged).predict(
+        pd.DataFrame({"image": [portrait.read_bytes()]})
+    )
+    np.testing.assert_allclose(result["embedding"], expected["embedding"][0], atol=1e-5)
+
+
 def test_rest_survives_hostile_input_with_per_item_errors(server, photos) -> None:
     url, pid = server
     portrait = photos["Tom_Hanks_54745.png"].read_bytes()
