@@ -18,7 +18,7 @@ from arcflow.registry.store import append_event, audit_log
 pytestmark = [pytest.mark.attack, pytest.mark.integration, pytest.mark.slow]
 
 PROMOTERS = 6
-ROUNDS = 8  # each round: 6 promoters, every lock step jittered (fresh interleavings)
+ROUNDS = 20  # 20 in a row in one run (#17); each: 6 promoters, every lock step jittered
 
 
 @pytest.fixture(scope="module")
