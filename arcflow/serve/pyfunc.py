@@ -158,12 +158,10 @@ def _code_zip() -> Iterator[Path]:
     with tempfile.TemporaryDirectory(prefix="arcflow-code-") as tmp:
         target = Path(tmp) / "arcflow.zip"
         with zipfile.ZipFile(target, "w", zipfile.ZIP_DEFLATED) as archive:
-            for source in sorted(package.rglob("*.py")):
-                name = source.relative_to(package.parent).as_posix()
-                if "__pycache__" not in name:
-                    info = zipfile.ZipInfo(name, date_time=(1980, 1, 1, 0, 0, 0))
-                    info.compress_type = zipfile.ZIP_DEFLATED
-                    archive.writestr(info, source.read_bytes())
+            for source in sorted(package.rglob("*.py")):  # sources only: no caches
+                info = zipfile.ZipInfo(source.relative_to(package.parent).as_posix())
+                info.compress_type = zipfile.ZIP_DEFLATED  # date_time: the fixed 1980-01-01
+                archive.writestr(info, source.read_bytes())
         yield target
 
 
