@@ -4,6 +4,7 @@ point starts and stops everything."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import subprocess
@@ -87,10 +88,23 @@ def test_a_flow_run_is_visible_in_the_prefect_server(local_stack: Stack) -> None
 
 
 def _descendant_commands(pid: int) -> list[str]:
-    """The command lines of every process below ``pid`` (MLflow's job runners would be here)."""
-    import psutil
-
-    return [" ".join(child.cmdline()) for child in psutil.Process(pid).children(recursive=True)]
+    """The command lines of every process below ``pid`` (MLflow's job runners would be here),
+    from /proc: each process's parent is field 4 of its stat line, after the command name."""
+    parents: dict[int, int] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        with contextlib.suppress(OSError):  # a process that ended meanwhile
+            parents[int(stat.parent.name)] = int(stat.read_text().rsplit(")", 1)[1].split()[1])
+    below, frontier = [], [pid]
+    while frontier:
+        children = [child for child, parent in parents.items() if parent in frontier]
+        below += children
+        frontier = children
+    commands = []
+    for child in below:
+        with contextlib.suppress(OSError):
+            raw = Path(f"/proc/{child}/cmdline").read_bytes()
+            commands.append(raw.replace(b"\0", b" ").decode(errors="replace").strip())
+    return commands
 
 
 def _listening_addresses(port: int) -> set[str]:
