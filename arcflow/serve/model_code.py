@@ -10,10 +10,12 @@ imports nothing from ``arcflow`` at module level, since it runs before the zip i
 from __future__ import annotations
 
 import sys
+import zipfile
 from typing import Any
 
 import mlflow.models
 import mlflow.pyfunc
+from mlflow.exceptions import MlflowException
 
 CODE_ARTIFACT = "code"
 
@@ -22,7 +24,12 @@ class PackagedFaceModel(mlflow.pyfunc.PythonModel):
     """:class:`~arcflow.serve.pyfunc.FaceModel`, imported from the model's own code."""
 
     def load_context(self, context: Any) -> None:
-        code = context.artifacts[CODE_ARTIFACT]
+        code = context.artifacts.get(CODE_ARTIFACT)
+        if code is None or not zipfile.is_zipfile(code):
+            raise MlflowException(
+                f"this face model's code artifact ({code or 'missing'}) is not the zip of the "
+                "arcflow package that log_face_model writes: re-log the model"
+            )
         if code not in sys.path:
             sys.path.insert(0, code)
         from arcflow.serve.pyfunc import FaceModel

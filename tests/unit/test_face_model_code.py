@@ -3,7 +3,10 @@ same sources (a re-logged model's artifact does not change)."""
 
 from __future__ import annotations
 
+import sys
 import zipfile
+from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
@@ -23,3 +26,22 @@ def test_the_code_zip_holds_the_package_sources_and_is_reproducible() -> None:
         names
     )
     assert not [n for n in names if not n.endswith(".py")]
+
+
+@pytest.mark.parametrize("artifact", [None, "not-a-zip.txt"])
+def test_a_model_without_its_code_zip_is_one_clear_error(tmp_path: Path, artifact) -> None:
+    """A tampered or hand-made model folder: refused before anything is put on sys.path."""
+    import mlflow.models.model
+    from mlflow.exceptions import MlflowException
+
+    import arcflow.serve.model_code as model_code
+
+    mlflow.models.model.__mlflow_model__ = None  # the module registered its model on import
+    artifacts = {}
+    if artifact:
+        (tmp_path / artifact).write_text("import os; os.system('echo pwned')")
+        artifacts["code"] = str(tmp_path / artifact)
+    before = list(sys.path)
+    with pytest.raises(MlflowException, match="not the zip of the arcflow package"):
+        model_code.PackagedFaceModel().load_context(SimpleNamespace(artifacts=artifacts))
+    assert sys.path == before
