@@ -14,8 +14,8 @@ run: setup  ## download -> align -> train -> evaluate -> export, then summarize 
 
 # pytest-xdist (TEST_WORKERS processes, below): a test module stays on one process (its
 # module-scoped fixtures, e.g. the e2e pipeline run, are built once) and the service stack is
-# shared. Modules
-# go out longest first, in the order tests/conftest.py gives them (tests/module_seconds.json).
+# shared. Modules go out longest first, in the order tests/conftest.py gives them
+# (tests/module_seconds.json).
 # One more xdist worker than cores on small machines: some tests wait on servers, leases and
 # schedules, and the third worker fills that time (2 cores: 89 % -> 97 % busy, BENCHMARKS.md).
 TEST_WORKERS ?= $(shell n=$$(nproc 2>/dev/null || echo 2); if [ $$n -le 4 ]; then echo $$((n + 1)); else echo auto; fi)
