@@ -37,6 +37,7 @@ from arcflow.export.onnx import (
     measure_onnx_speed,
     measure_speed,
     ort_session,
+    to_float16,
 )
 from arcflow.imports.model_import import ImportRecord
 from arcflow.models.saving import load_backbone
@@ -117,7 +118,7 @@ def export_torch(model, args, cfg, real: np.ndarray | None) -> dict:
         speed = measure_speed(model, tmp, runs=cfg.latency_runs, batch=cfg.throughput_batch)
         report = {**parity, **speed, "opset": cfg.opset}
         if args.out_fp16 is not None:  # inside: a failed fp16 gate leaves no fp32 file either
-            report |= export_fp16(model, args.out_fp16, cfg, metadata, real)
+            report |= export_fp16(model, tmp, args.out_fp16, cfg, metadata, real)
     return report
 
 
@@ -137,10 +138,11 @@ def adopt_onnx(origin: ImportRecord, weights: Path, args, cfg) -> dict:
     return {**parity, **speed}
 
 
-def export_fp16(model, out: Path, cfg, metadata: dict, real: np.ndarray | None) -> dict:
-    """The float16 variant, gated on cosine with PyTorch float32; its parity and ORT speed."""
+def export_fp16(model, fp32: Path, out: Path, cfg, metadata: dict, real: np.ndarray | None) -> dict:
+    """The float16 variant of the ``fp32`` export, gated on cosine with PyTorch float32; its
+    parity and ORT speed."""
     with atomic_file(out) as tmp:
-        export_onnx(model, tmp, opset=cfg.opset, metadata=metadata, half=True)
+        to_float16(fp32, tmp, metadata)
         parity = check_parity(
             model,
             tmp,

@@ -38,7 +38,7 @@ from arcflow.tracking.provenance import dvc_experiment_tags, git_state
 from arcflow.tracking.run import start_run
 from arcflow.tracking.stage_params import log_stage_params
 from arcflow.train import distributed
-from arcflow.train.loop import TrainResult, train_model
+from arcflow.train.loop import TrainResult, precision_name, train_model
 from stages.common import log, params, parser, run
 
 UPSTREAM = ("data", "align", "train")  # the params sections logged by this stage
@@ -135,9 +135,10 @@ def main() -> None:
         if dataset.preload(train_cfg.preload_mb * 2**20) and ctx.is_main:
             log.info("train: %d crops decoded into memory once", len(dataset))
         fingerprint = run_fingerprint(train_cfg.model_dump(mode="json"), args.data, ctx.world_size)
+        precision = precision_name(train_cfg, ctx.device)
         if ctx.is_main:
             log.info(
-                "train: %d images of %d identities, %s x%.2f + %s, %d process(es) on %s",
+                "train: %d images of %d identities, %s x%.2f + %s, %d process(es) on %s (%s)",
                 len(dataset),
                 dataset.num_classes,
                 train_cfg.backbone,
@@ -145,8 +146,14 @@ def main() -> None:
                 train_cfg.head,
                 ctx.world_size,
                 ctx.device,
+                precision,
             )
-        tags = {"arcflow.stage": "train", **git_state().tags(), **dvc_experiment_tags()}
+        tags = {
+            "arcflow.stage": "train",
+            "arcflow.precision": precision,
+            **git_state().tags(),
+            **dvc_experiment_tags(),
+        }
         tracking = (
             start_run(
                 cfg.tracking,

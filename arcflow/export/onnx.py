@@ -22,17 +22,6 @@ INPUT_NAME = "data"
 OUTPUT_NAME = "embedding"
 
 
-class HalfPrecision(nn.Module):
-    """``model`` in float16, taking and returning float32 (the exported contract is unchanged)."""
-
-    def __init__(self, model: nn.Module) -> None:
-        super().__init__()
-        self.model = copy.deepcopy(model).half()
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.model(x.half()).float()
-
-
 def export_onnx(
     model: nn.Module,
     path: str | Path,
@@ -40,19 +29,10 @@ def export_onnx(
     opset: int = 17,
     size: int = 112,
     metadata: dict[str, str] | None = None,
-    half: bool = False,
 ) -> None:
     """Export ``model`` (eval mode) with a dynamic batch axis, atomically; the file carries
-    :data:`CONTRACT` plus ``metadata`` and passes ``onnx.checker``.
-
-    ``half``: float16 weights and arithmetic behind the same float32 input and output (half the
-    file; fast on GPUs, not on CPUs). Check it with a cosine gate: its absolute error is not
-    comparable to float32's.
-    """
+    :data:`CONTRACT` plus ``metadata`` and passes ``onnx.checker``."""
     model = model.eval().float().cpu()
-    if half:
-        model = HalfPrecision(model).eval()
-        metadata = {**(metadata or {}), "precision": "float16 weights and arithmetic"}
     example = torch.zeros(2, 3, size, size)
     batch = torch.export.Dim("batch", min=1, max=65536)
     with atomic_file(path) as tmp, contextlib.redirect_stdout(io.StringIO()), _quiet_exporter():
@@ -68,6 +48,44 @@ def export_onnx(
         )
         program.save(str(tmp), external_data=False)
         _finish(tmp, metadata or {})
+
+
+def to_float16(
+    source: str | Path, path: str | Path, metadata: dict[str, str] | None = None
+) -> None:
+    """The float16 variant of the float32 export ``source``, atomically: float16 weights and
+    arithmetic behind the same float32 input and output (half the file; fast on GPUs, not on
+    CPUs), by ONNX Runtime's converter (0.1 s; a second export of the network took 3 s).
+    Check it with a cosine gate: its absolute error is not comparable to float32's.
+    """
+    import onnx
+    from onnxruntime.transformers.float16 import convert_float_to_float16
+
+    model = convert_float_to_float16(onnx.load(str(source)), keep_io_types=True)
+    _sort_topologically(model.graph)  # the converter appends its input casts last
+    with atomic_file(path) as tmp:
+        onnx.save(model, str(tmp))
+        _finish(tmp, {**(metadata or {}), "precision": "float16 weights and arithmetic"})
+
+
+def _sort_topologically(graph: Any) -> None:
+    """Reorder ``graph``'s nodes so that each comes after the producers of its inputs."""
+    ready = {"", *(v.name for v in graph.input), *(t.name for t in graph.initializer)}
+    pending, ordered = list(graph.node), []
+    while pending:
+        waiting = []
+        for node in pending:
+            if all(name in ready for name in node.input):
+                ordered.append(node)
+                ready.update(node.output)
+            else:
+                waiting.append(node)
+        if len(waiting) == len(pending):
+            raise ExportError(f"float16 conversion left {waiting[0].name} without its inputs")
+        pending = waiting
+    copies = [copy.deepcopy(n) for n in ordered]
+    del graph.node[:]
+    graph.node.extend(copies)
 
 
 #: The input/output contract recorded in every exported model's metadata.

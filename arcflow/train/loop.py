@@ -29,7 +29,7 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, Dataset
 
 from arcflow.config import TrainParams
-from arcflow.devices import channels_last_is_safe, resolve_device
+from arcflow.devices import channels_last_is_safe, cpu_has_native_bf16, resolve_device
 from arcflow.errors import TrainingError
 from arcflow.heads import MarginHead, build_head, head_margins
 from arcflow.heads.partial_fc import PartialFC
@@ -81,11 +81,18 @@ def use_deterministic_kernels() -> None:
 
 
 def autocast_dtype(cfg: TrainParams, device: torch.device) -> torch.dtype | None:
-    """None for fp32; ``auto`` is bf16 on CUDA and fp32 on CPU."""
+    """None for fp32; ``auto`` is bf16 on CUDA and on CPUs with native bf16, else fp32."""
     precision = cfg.precision
     if precision == "auto":
-        precision = "bf16" if device.type == "cuda" else "fp32"
+        native = device.type == "cuda" or (device.type == "cpu" and cpu_has_native_bf16())
+        precision = "bf16" if native else "fp32"
     return {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
+
+
+def precision_name(cfg: TrainParams, device: torch.device) -> str:
+    """What ``train.precision`` resolves to on ``device``: fp32, bf16 or fp16."""
+    dtype = autocast_dtype(cfg, device)
+    return {None: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}[dtype]
 
 
 class FaceModel(nn.Module):

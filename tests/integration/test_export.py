@@ -11,7 +11,15 @@ import torch
 from torch import nn
 
 from arcflow.errors import ExportError
-from arcflow.export.onnx import CONTRACT, check_parity, export_onnx, measure_speed, read_metadata
+from arcflow.export.onnx import (
+    CONTRACT,
+    _sort_topologically,
+    check_parity,
+    export_onnx,
+    measure_speed,
+    read_metadata,
+    to_float16,
+)
 from arcflow.models import get_backbone
 from arcflow.models.saving import save_backbone
 from tests.conftest import run_stage
@@ -71,18 +79,35 @@ def test_float16_variant_keeps_the_float32_interface_and_passes_a_cosine_gate(
 
     model, fp32 = exported
     path = tmp_path / "m16.onnx"
-    export_onnx(model, path, opset=18, metadata={"backbone": "r18"}, half=True)
+    to_float16(fp32, path, metadata={"backbone": "r18"})
     graph = onnx.load(str(path)).graph
     float32 = onnx.TensorProto.FLOAT
     assert graph.input[0].type.tensor_type.elem_type == float32
     assert graph.output[0].type.tensor_type.elem_type == float32
     assert any(t.data_type == onnx.TensorProto.FLOAT16 for t in graph.initializer)
     assert path.stat().st_size < 0.6 * fp32.stat().st_size
-    assert read_metadata(path)["precision"].startswith("float16")
+    metadata = read_metadata(path)
+    assert metadata["precision"].startswith("float16") and metadata["backbone"] == "r18"
+    assert metadata["output"] == CONTRACT["output"]
     report = check_parity(model, path, atol=float("inf"), min_cosine=0.999)
     assert 0.999 <= report["min_cosine"] < 1.0  # really float16: not bit-identical
     with pytest.raises(ExportError, match="cosine"):
         check_parity(model, path, atol=float("inf"), min_cosine=0.9999999)
+
+
+def test_nodes_are_put_after_their_producers_and_a_dangling_input_is_refused() -> None:
+    from onnx import TensorProto, helper
+
+    def graph(*nodes):
+        io = [helper.make_tensor_value_info(n, TensorProto.FLOAT, [1]) for n in ("x", "z")]
+        return helper.make_graph(list(nodes), "g", io[:1], io[1:])
+
+    second = helper.make_node("Neg", ["y"], ["z"], name="second")
+    g = graph(second, helper.make_node("Relu", ["x"], ["y"], name="first"))
+    _sort_topologically(g)
+    assert [n.name for n in g.node] == ["first", "second"]
+    with pytest.raises(ExportError, match="second without its inputs"):
+        _sort_topologically(graph(second))
 
 
 def test_speed_report_compares_onnx_runtime_and_pytorch(exported) -> None:

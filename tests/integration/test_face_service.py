@@ -21,7 +21,7 @@ from arcflow.data.binpairs import load_bin
 from arcflow.errors import ConfigError, DataFormatError
 from arcflow.evaluate.embed import Features, load_encoder, to_batch
 from arcflow.evaluate.thresholds import accepts, calibrate, cosine_scores
-from arcflow.export.onnx import export_onnx
+from arcflow.export.onnx import export_onnx, to_float16
 from arcflow.models import get_backbone
 from arcflow.serve.bundle import CONFIG_NAME, read_bundle
 from arcflow.serve.package import write_bundle
@@ -70,7 +70,7 @@ def model_dir(tmp_path_factory: pytest.TempPathFactory, tiny_aligned: Path) -> P
     work = tmp_path_factory.mktemp("face-model")
     model = get_backbone("r18", width=0.125, embedding_size=32).eval()
     export_onnx(model, work / "m.onnx", opset=18)
-    export_onnx(model, work / "m16.onnx", opset=18, half=True)
+    to_float16(work / "m.onnx", work / "m16.onnx")
     crops = _calibration_crops(tiny_aligned)
     features = _evaluate_embedding(work / "m.onnx", crops.images)
     thresholds = calibrate(

@@ -9,10 +9,13 @@ from pathlib import Path
 
 import mlflow
 import pytest
+import torch
 import yaml
 from mlflow import MlflowClient
 
+from arcflow.config import TrainParams
 from arcflow.tracking.stage_params import current_params
+from arcflow.train.loop import precision_name
 from tests.conftest import ROOT, run_stage
 from tests.git_repo import git
 
@@ -100,6 +103,8 @@ def test_each_stage_logs_its_params_data_and_git_state_into_the_run(work: Path) 
     assert "tracking.experiment" not in logged and "flows.retrain_cron" not in logged
     assert logged["export.opset"] == "18" and logged["serve.detector"] == "mtcnn"
     assert logged["registry.model_name"] == params["registry"]["model_name"]
+    # what precision: auto resolved to on this machine
+    assert run.data.tags["arcflow.precision"] == precision_name(TrainParams(), torch.device("cpu"))
     # write-once param of the first evaluation; the rerun's value as a tag and in the artifact
     assert logged["evaluate.flip"] == "True"
     assert run.data.tags["params.evaluate.flip"] == "False"
