@@ -76,21 +76,43 @@ def _closed_name(prefix: str, generation: int) -> str:
     return f"{_held_name(prefix, generation)}.closed"
 
 
+#: Errors after which a create may or may not have landed (a reset connection, an overloaded
+#: server): the create is retried, and an "already exists" then read back.
+TRANSIENT = frozenset({"INTERNAL_ERROR", "TEMPORARILY_UNAVAILABLE", "REQUEST_LIMIT_EXCEEDED"})
+CREATE_ATTEMPTS = 4
+
+
 def _create(client: Any, name: str, tags: dict[str, str]) -> bool:
-    """Create the registered model ``name``; False if it exists (someone else created it)."""
+    """Create the registered model ``name``; False if it exists (someone else created it).
+
+    A transient failure leaves the outcome unknown, so the create is retried; when a retry
+    finds the model, it is ours if it carries our ``tags`` (each holder's are unique).
+    """
     from mlflow.exceptions import MlflowException
 
-    try:
-        client.create_registered_model(
-            name, tags=tags, description="promotion lock generation (arcflow.registry.lock)"
-        )
-        return True
-    except MlflowException as exc:
-        if exc.error_code == ALREADY_EXISTS:
-            return False
-        raise RegistryError(
-            f"MLflow registry: cannot use the promotion lock: {first_line(exc)}"
-        ) from None
+    attempt = 0
+    while True:
+        try:
+            client.create_registered_model(
+                name, tags=tags, description="promotion lock generation (arcflow.registry.lock)"
+            )
+            return True
+        except MlflowException as exc:
+            if exc.error_code == ALREADY_EXISTS:
+                return attempt > 0 and _carries(client, name, tags)
+            attempt += 1
+            if exc.error_code not in TRANSIENT or attempt == CREATE_ATTEMPTS:
+                raise RegistryError(
+                    f"MLflow registry: cannot use the promotion lock: {first_line(exc)}"
+                ) from None
+            log.info("registry lock: %s; creating %s again", first_line(exc), name)
+            time.sleep(0.2 * 2**attempt * (0.5 + random.random()))
+
+
+def _carries(client: Any, name: str, tags: dict[str, str]) -> bool:
+    """Whether the registered model ``name`` has every one of ``tags``."""
+    found = client.get_registered_model(name).tags
+    return all(found.get(key) == value for key, value in tags.items())
 
 
 @dataclass(frozen=True)
