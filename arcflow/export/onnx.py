@@ -6,6 +6,7 @@ import contextlib
 import copy
 import io
 import logging
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -59,8 +60,12 @@ def to_float16(
     Check it with a cosine gate: its absolute error is not comparable to float32's.
     """
     import onnx
-    from onnxruntime.transformers.float16 import convert_float_to_float16
 
+    path_before = list(sys.path)
+    try:
+        from onnxruntime.transformers.float16 import convert_float_to_float16
+    finally:  # onnxruntime.transformers appends its own folder (flat scripts) to sys.path
+        sys.path[:] = path_before
     model = convert_float_to_float16(onnx.load(str(source)), keep_io_types=True)
     _sort_topologically(model.graph)  # the converter appends its input casts last
     with atomic_file(path) as tmp:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -80,6 +81,7 @@ def test_float16_variant_keeps_the_float32_interface_and_passes_a_cosine_gate(
     model, fp32 = exported
     path = tmp_path / "m16.onnx"
     to_float16(fp32, path, metadata={"backbone": "r18"})
+    assert not [p for p in sys.path if Path(p).parts[-2:] == ("onnxruntime", "transformers")]
     graph = onnx.load(str(path)).graph
     float32 = onnx.TensorProto.FLOAT
     assert graph.input[0].type.tensor_type.elem_type == float32
